@@ -1,0 +1,291 @@
+"""The Helm chart, offline: `helm lint`, `helm template` with every values file, the schema.
+
+No control plane needed (only the helm binary); the install into a real apiserver is
+in test_chart_install.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from install._support import (
+    BAD_VALUES,
+    CHART,
+    CI_VALUES,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    by_kind,
+    container,
+    one,
+    pod_spec,
+    run,
+)
+
+VALUES_CASES = [None, *CI_VALUES]
+VALUES_IDS = ["default", *(p.stem for p in CI_VALUES)]
+
+
+def _values(case):
+    return () if case is None else (case,)
+
+
+def _rules(objs, kind):
+    return [rule for role in by_kind(objs, kind) for rule in role["rules"]]
+
+
+def _rule_set(rules):
+    """{(apiGroup, resource): {verbs}} — the comparable shape of a list of PolicyRules."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for r in rules:
+        assert "resourceNames" not in r or r["resourceNames"], r
+        for g in r.get("apiGroups", []):
+            for res in r.get("resources", []):
+                out.setdefault((g, res), set()).update(r["verbs"])
+    return out
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "detectionjob-operator"
+    assert chart["type"] == "application"
+    assert chart["appVersion"] and chart["version"]
+    for f in ("values.yaml", "values.schema.json", "templates/NOTES.txt",
+              "templates/_helpers.tpl", "crds/detectionjob.dev_detectionjobs.yaml"):
+        assert (CHART / f).is_file(), f
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_helm_lint(helm_bin, values):
+    argv = [helm_bin, "lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART)]
+    if values is not None:
+        argv += ["--values", str(values)]
+    proc = run(argv)
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_template_renders_valid_objects(render, values):
+    objs = render(*_values(values))
+    assert objs
+    for o in objs:
+        assert o["apiVersion"] and o["kind"] and o["metadata"]["name"], o
+        labels = o["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "detectionjob-operator", o["kind"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", o["kind"]
+    names = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]
+    assert len(names) == len(set(names)), "duplicate objects"
+
+
+def test_defaults_cluster_wide(render):
+    objs = render()
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+    )
+    for o in objs:
+        assert o["metadata"]["name"].startswith(RELEASE)
+        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert o["metadata"]["namespace"] == NAMESPACE
+
+    deploy = one(objs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(objs)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert c["image"] == f"ghcr.io/detectionjob/detectionjob-operator:{chart['appVersion']}"
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["args"][0] == "operator"
+    assert not [a for a in c["args"] if a.startswith(("--namespace", "--peering"))]
+    assert "--log-format=json" in c["args"]
+    assert "--metrics-port=9090" in c["args"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"healthz": 8080, "metrics": 9090}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+    binding = one(objs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(objs, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
+    ]
+    assert pod_spec(objs)["serviceAccountName"] == RELEASE
+
+    svc = one(objs, "Service")
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert svc["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+    rules = _rule_set(_rules(objs, "ClusterRole"))
+    assert rules[("detectionjob.dev", "detectionjobs")] >= {"list", "watch", "patch"}
+    assert ("detectionjob.dev", "detectionjobs/status") in rules
+    assert rules[("ray.io", "rayjobs")] >= {"create", "list", "watch"}
+    assert rules[("", "events")] == {"create"}
+    assert ("kopf.dev", "clusterkopfpeerings") not in rules  # standalone
+    assert ("", "namespaces") not in rules  # cluster-wide kopf never lists namespaces
+
+
+def test_namespaced_mode_uses_roles(render):
+    objs = render(CHART / "ci" / "namespaced-values.yaml")
+    roles = by_kind(objs, "Role")
+    bindings = by_kind(objs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for b in bindings:
+        assert b["roleRef"]["kind"] == "Role"
+        assert b["subjects"][0]["namespace"] == NAMESPACE
+    namespaced = _rule_set(_rules(objs, "Role"))
+    cluster = _rule_set(_rules(objs, "ClusterRole"))
+    assert ("detectionjob.dev", "detectionjobs") in namespaced
+    assert ("ray.io", "rayjobs") in namespaced
+    # The ClusterRole keeps only cluster-scoped reads: nothing about DetectionJobs/RayJobs.
+    assert set(cluster) <= {("apiextensions.k8s.io", "customresourcedefinitions"),
+                            ("", "namespaces")}
+    for verbs in cluster.values():
+        assert verbs <= {"get", "list", "watch"}
+    c = container(objs)
+    assert [a for a in c["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a", "--namespace=team-b"]
+    assert "--log-format=text" in c["args"]
+
+
+def test_replicas_turn_peering_on(render):
+    objs = render(CHART / "ci" / "ha-values.yaml")
+    deploy = one(objs, "Deployment")
+    assert deploy["spec"]["replicas"] == 3
+    assert "strategy" not in deploy["spec"]  # rolling update is safe with peering
+    peering = one(objs, "ClusterKopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert f"--peering={peering['metadata']['name']}" in container(objs)["args"]
+    rules = _rule_set(_rules(objs, "ClusterRole"))
+    assert rules[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
+    assert pod_spec(objs)["topologySpreadConstraints"][0]["maxSkew"] == 1
+
+    sm = one(objs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= (
+        one(objs, "Service")["metadata"]["labels"].items())
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_peering_can_be_forced_with_one_replica(render):
+    objs = render(set=["peering.enabled=true", "peering.name=dj-debug"])
+    assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "dj-debug"
+    assert "--peering=dj-debug" in container(objs)["args"]
+
+
+def test_peering_namespaced(render):
+    objs = render(CHART / "ci" / "ha-namespaced-values.yaml")
+    peering = one(objs, "KopfPeering")
+    assert peering["metadata"] == {**peering["metadata"], "name": "dj-peering",
+                                   "namespace": "team-a"}
+    assert not by_kind(objs, "ClusterKopfPeering")
+    rules = _rule_set(_rules(objs, "Role"))
+    assert rules[("kopf.dev", "kopfpeerings")] == {"get", "list", "watch", "patch"}
+    assert ("kopf.dev", "clusterkopfpeerings") not in _rule_set(_rules(objs, "ClusterRole"))
+
+
+def test_scheduling_env_image_values(render):
+    objs = render(CHART / "ci" / "scheduling-values.yaml")
+    spec = pod_spec(objs)
+    c = container(objs)
+    assert c["image"] == "registry.example.com/mirror/detectionjob-operator:0.1.0-rc1"
+    assert c["imagePullPolicy"] == "Always"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert spec["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"
+    assert "nodeAffinity" in spec["affinity"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HTTPS_PROXY"]["value"] == "http://proxy.internal:3128"
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert {"POD_NAME", "POD_NAMESPACE"} <= set(env)
+    assert c["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
+    d = one(objs, "Deployment")
+    assert d["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "platform"}
+    assert one(objs, "ServiceAccount")["metadata"]["annotations"] == {
+        "iam.example.com/role": "detectionjob-operator"}
+
+
+def test_image_digest_wins_over_tag(render):
+    digest = "sha256:" + "a" * 64
+    objs = render(set=[f"image.digest={digest}", "image.tag=ignored"])
+    assert container(objs)["image"] == f"ghcr.io/detectionjob/detectionjob-operator@{digest}"
+
+
+def test_minimal_values(render):
+    objs = render(CHART / "ci" / "minimal-values.yaml")
+    assert sorted(o["kind"] for o in objs) == ["Deployment"]
+    c = container(objs)
+    assert "livenessProbe" not in c
+    assert not [a for a in c["args"] if a.startswith("--metrics-port")]
+    assert [p["name"] for p in c["ports"]] == ["healthz"]
+    assert pod_spec(objs)["serviceAccountName"] == "my-operator-sa"
+
+
+def test_serviceaccount_name_required_without_create(render):
+    proc = render(set=["serviceAccount.create=false"], check=False)
+    assert proc.returncode != 0
+    assert "serviceAccount.name is required" in proc.stderr
+
+
+def test_extra_args_are_appended(render):
+    c = container(render(set=["extraArgs={--verbose}"]))
+    assert c["args"][-1] == "--verbose"
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_rbac_has_no_wildcards_and_nothing_sensitive(render, values):
+    objs = render(*_values(values))
+    rules = _rules(objs, "ClusterRole") + _rules(objs, "Role")
+    for r in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in r.get(key, []), r
+        assert "nonResourceURLs" not in r, r
+        assert not {"escalate", "impersonate", "bind", "deletecollection", "update"} & set(
+            r["verbs"]), r
+    resources = {res for r in rules for res in r["resources"]}
+    assert not resources & {"secrets", "pods", "pods/exec", "configmaps", "serviceaccounts",
+                            "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_security_context_is_restricted(render, values):
+    """Static check of the Pod Security `restricted` rules (the real admission test is
+    test_pod_security.py)."""
+    spec = pod_spec(render(*_values(values)))
+    psc = spec["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] != 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in spec["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert not sc.get("privileged")
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in spec["volumes"]
+    assert not spec.get("hostNetwork") and not spec.get("hostPID")
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=[p.stem for p in BAD_VALUES])
+def test_schema_rejects_bad_values(render, bad):
+    proc = render(bad, check=False)
+    assert proc.returncode != 0, f"{bad.name} was accepted"
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def test_every_value_is_documented_in_schema():
+    """values.yaml and values.schema.json describe the same top-level keys."""
+    import json
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(values) == set(schema["properties"]) - {"global"}
