@@ -224,7 +224,7 @@ def test_minimal_values(render):
     assert sorted(o["kind"] for o in objs) == ["Deployment"]
     c = container(objs)
     assert "livenessProbe" not in c
-    assert not [a for a in c["args"] if a.startswith("--metrics-port")]
+    assert "--metrics-port=0" in c["args"]  # 0 = off (the operator's default is 9090)
     assert [p["name"] for p in c["ports"]] == ["healthz"]
     assert pod_spec(objs)["serviceAccountName"] == "my-operator-sa"
 
@@ -289,3 +289,36 @@ def test_every_value_is_documented_in_schema():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert set(values) == set(schema["properties"]) - {"global"}
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_args_are_understood_by_the_operator_cli(render, values):
+    """The Deployment's args parse with the real `detectionjob operator` parser and mean
+    what the values say."""
+    import argparse
+
+    cli = pytest.importorskip("detectionjob_operator.cli")
+    parser = argparse.ArgumentParser(prog="detectionjob", exit_on_error=False)
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    objs = render(*_values(values))
+    args = parser.parse_args(container(objs)["args"])
+    vals = yaml.safe_load((CHART / "values.yaml").read_text())
+    if values is not None:
+        vals = _merge(vals, yaml.safe_load(values.read_text()))
+    assert args.command == "operator"
+    assert args.namespaces == vals["watchNamespaces"]
+    assert args.log_format == vals["logFormat"]
+    assert args.metrics_port == (vals["metrics"]["port"] if vals["metrics"]["enabled"] else 0)
+    assert args.liveness == f"http://0.0.0.0:{vals['livenessProbe']['port']}/healthz"
+    peering = by_kind(objs, "ClusterKopfPeering") + by_kind(objs, "KopfPeering")
+    if vals["replicaCount"] > 1 or vals["peering"]["enabled"]:
+        assert args.peering == peering[0]["metadata"]["name"]
+    else:
+        assert args.peering is None and not peering
+
+
+def _merge(base, override):
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -40,7 +40,9 @@ def test_operator_image_is_slim_and_non_root():
     assert all("-slim" in f for f in froms), froms
     users = [line for line in lines if line.startswith("USER")]
     assert users and users[-1] == "USER 65532:65532"  # = the chart's runAsUser/runAsGroup
-    assert 'ENTRYPOINT ["detectionjob"]' in lines
+    # The operator's own entry point: `detectionjob` (inference.cli) would import torch.
+    assert 'ENTRYPOINT ["python", "-m", "detectionjob_operator"]' in lines
+    assert (REPO / "operator" / "detectionjob_operator" / "__main__.py").is_file()
     text = " ".join(lines)
     assert not re.search(r"\b(torch|ray)\b", text, re.IGNORECASE), "the operator image needs neither"
 
