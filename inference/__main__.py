@@ -1,0 +1,7 @@
+"""``python -m inference`` is the ``detectionjob`` command."""
+
+import sys
+
+from inference.cli import main
+
+sys.exit(main())

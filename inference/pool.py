@@ -1,0 +1,72 @@
+"""Size the detector actor pool from the resources Ray sees, so the read stage is never starved.
+
+The reference pipeline deadlocks on a 2-CPU machine with ``concurrency=2``: two CPU actors hold both
+CPUs and no read task can ever be scheduled. Here CPU actors may use at most ``CPUs - 1`` CPUs (one
+is always left to reading and decoding), whatever ``--workers`` asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+class WorkersError(ValueError):
+    """A ``--workers`` value that cannot be parsed; the message names the option."""
+
+
+def parse_workers(value: str | int | None) -> tuple[int, int] | None:
+    """``"4"`` -> (4, 4); ``"1:8"`` -> (1, 8); ``None``/``"auto"`` -> None (decide from resources)."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    text = str(value).strip()
+    try:
+        lo, _, hi = text.partition(":")
+        low, high = int(lo), int(hi or lo)
+    except ValueError:
+        raise WorkersError(f"--workers: expected N or MIN:MAX, got {text!r}") from None
+    if low < 1 or high < low:
+        raise WorkersError(f"--workers: need 1 <= MIN <= MAX, got {text!r}")
+    return low, high
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many detector actors, and what each one asks Ray for."""
+
+    min_size: int
+    max_size: int
+    num_cpus: float
+    num_gpus: float
+    torch_threads: int
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_pool(
+    workers: tuple[int, int] | None,
+    num_gpus: float | None,
+    cluster_cpus: float,
+    cluster_gpus: float,
+) -> PoolPlan:
+    """Decide the pool. ``num_gpus`` is GPUs per actor; None means 1 if the cluster has GPUs, else 0."""
+    notes: list[str] = []
+    gpus_per_actor = (1.0 if cluster_gpus > 0 else 0.0) if num_gpus is None else float(num_gpus)
+    cpus = max(int(cluster_cpus), 1)
+    if gpus_per_actor > 0:
+        slots = math.floor(cluster_gpus / gpus_per_actor) if cluster_gpus > 0 else None
+        low, high = workers or (1, max(slots or 1, 1))
+        # An autoscaling cluster may show no GPU yet: then trust the request.
+        num_cpus = 1.0 if cpus - high >= 1 else 0.0
+        threads = max(1, min(4, cpus // max(high, 1)))
+        return PoolPlan(low, high, num_cpus, gpus_per_actor, threads, "cuda", notes)
+    # CPU actors: leave at least one CPU to the read/decode stage.
+    slots = max(cpus - 1, 1)
+    low, high = workers or (1, max(1, cpus // 8))
+    if high > slots:
+        notes.append(f"--workers {high} capped to {slots}: one of {cpus} CPUs is kept for reading")
+        high = slots
+    low = min(low, high)
+    num_cpus = 1.0 if cpus >= 2 else 0.5
+    threads = max(1, cpus // high)
+    return PoolPlan(low, high, num_cpus, 0.0, threads, "cpu", notes)

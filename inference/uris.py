@@ -1,0 +1,112 @@
+"""Resolve input/output URIs (paths, ``local://``, ``s3://``, ``gs://``) to pyarrow filesystems."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow.fs as pafs
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")
+
+
+class UriError(ValueError):
+    """A URI that cannot be used; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem plus a path inside it, and how to print a path of it back as a URI."""
+
+    fs: pafs.FileSystem
+    path: str
+    scheme: str  # "" for local files
+
+    def uri(self, path: str) -> str:
+        """The user-facing URI of ``path`` (a path of this filesystem)."""
+        return f"{self.scheme}://{path}" if self.scheme else path
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.path, *parts)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _s3(bucket_path: str, query: dict[str, list[str]]) -> pafs.S3FileSystem:
+    """S3 (or an S3-compatible store): credentials and endpoint from the standard AWS variables.
+
+    Credentials found in the environment are passed explicitly, so the filesystem object that Ray
+    ships to its workers carries them; without any, the AWS default chain (IRSA, instance profile)
+    applies on every node. ``?anonymous=true`` reads public buckets.
+    """
+    q = {k: v[-1] for k, v in query.items()}
+    kwargs: dict[str, object] = {}
+    endpoint = (q.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+    if endpoint:
+        parts = urlsplit(endpoint)
+        kwargs["endpoint_override"] = parts.netloc or parts.path
+        kwargs["scheme"] = parts.scheme or "https"
+    region = q.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if _flag(q.get("anonymous")):
+        kwargs["anonymous"] = True
+    elif os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    if endpoint and kwargs.get("scheme") == "http":
+        kwargs["allow_bucket_creation"] = True
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str, option: str = "--input") -> Location:
+    """Map a URI to a :class:`Location`; raise :class:`UriError` naming ``option`` if unusable."""
+    if not uri or not uri.strip():
+        raise UriError(f"{option}: empty URI")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "local", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return Location(pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path)), "")
+    if not parts.netloc:
+        raise UriError(f"{option}: {uri!r} has no bucket (expected {scheme}://BUCKET/PREFIX)")
+    bucket_path = (parts.netloc + parts.path).rstrip("/")
+    query = parse_qs(parts.query)
+    if scheme in ("s3", "s3a"):
+        return Location(_s3(bucket_path, query), bucket_path, "s3")
+    if scheme in ("gs", "gcs"):
+        anonymous = _flag(query.get("anonymous", [""])[-1])
+        return Location(pafs.GcsFileSystem(anonymous=anonymous), bucket_path, "gs")
+    raise UriError(
+        f"{option}: unsupported scheme {scheme!r} in {uri!r} (use a path, local://, s3:// or gs://)"
+    )
+
+
+def normalize_extensions(extensions: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``["JPG", ".png"]`` -> ``("jpg", "png")``; empty or None means the defaults."""
+    cleaned = tuple(sorted({e.strip().lower().lstrip(".") for e in extensions or () if e.strip()}))
+    return cleaned or DEFAULT_EXTENSIONS
+
+
+def list_images(loc: Location, extensions: tuple[str, ...], option: str = "--input") -> list[str]:
+    """Files under ``loc`` (recursively) with a matching extension, sorted; or ``loc`` if a file."""
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == pafs.FileType.File:
+        return [loc.path]
+    if info.type == pafs.FileType.NotFound and loc.scheme == "":
+        raise UriError(f"{option}: {loc.path!r} does not exist")
+    selector = pafs.FileSelector(loc.path, recursive=True, allow_not_found=loc.scheme != "")
+    suffixes = tuple("." + e for e in extensions)
+    files = [
+        f.path
+        for f in loc.fs.get_file_info(selector)
+        if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes)
+    ]
+    return sorted(files)
