@@ -140,14 +140,10 @@ def test_namespaced_mode_uses_roles(render):
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"][0]["namespace"] == NAMESPACE
     namespaced = _rule_set(_rules(objs, "Role"))
-    cluster = _rule_set(_rules(objs, "ClusterRole"))
     assert ("detectionjob.dev", "detectionjobs") in namespaced
     assert ("ray.io", "rayjobs") in namespaced
-    # The ClusterRole keeps only cluster-scoped reads: nothing about DetectionJobs/RayJobs.
-    assert set(cluster) <= {("apiextensions.k8s.io", "customresourcedefinitions"),
-                            ("", "namespaces")}
-    for verbs in cluster.values():
-        assert verbs <= {"get", "list", "watch"}
+    # No cluster-scoped RBAC at all: the operator turns kopf's cluster scanning off.
+    assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
     c = container(objs)
     assert [a for a in c["args"] if a.startswith("--namespace")] == [
         "--namespace=team-a", "--namespace=team-b"]
@@ -188,7 +184,7 @@ def test_peering_namespaced(render):
     assert not by_kind(objs, "ClusterKopfPeering")
     rules = _rule_set(_rules(objs, "Role"))
     assert rules[("kopf.dev", "kopfpeerings")] == {"get", "list", "watch", "patch"}
-    assert ("kopf.dev", "clusterkopfpeerings") not in _rule_set(_rules(objs, "ClusterRole"))
+    assert not by_kind(objs, "ClusterRole")
 
 
 def test_scheduling_env_image_values(render):
@@ -248,11 +244,13 @@ def test_rbac_has_no_wildcards_and_nothing_sensitive(render, values):
         for key in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert "*" not in r.get(key, []), r
         assert "nonResourceURLs" not in r, r
-        assert not {"escalate", "impersonate", "bind", "deletecollection", "update"} & set(
-            r["verbs"]), r
-    resources = {res for r in rules for res in r["resources"]}
-    assert not resources & {"secrets", "pods", "pods/exec", "configmaps", "serviceaccounts",
-                            "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
+        assert not {"escalate", "impersonate", "bind", "deletecollection", "update",
+                    "delete"} & set(r["verbs"]), r
+    for (group, resource), verbs in _rule_set(rules).items():
+        assert resource not in {"secrets", "pods", "pods/exec", "configmaps", "clusterroles",
+                                "clusterrolebindings", "serviceaccounts/token"}, resource
+        if resource in {"serviceaccounts", "roles", "rolebindings"}:  # per-job reporter
+            assert verbs == {"create"}, (resource, verbs)
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
@@ -322,3 +320,66 @@ def _merge(base, override):
     for k, v in override.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _rbac_md_rows():
+    """operator/RBAC.md's tables for the operator's ServiceAccount, by condition:
+    {"always" | "peering" | "cluster": {(group, resource): {verbs}}}."""
+    import re
+
+    from install._support import REPO
+
+    text = (REPO / "operator" / "RBAC.md").read_text()
+    text = text.split("## The job's ServiceAccount")[0]
+    rows: dict[str, dict] = {"always": {}, "peering": {}, "cluster": {}}
+    section = "always"
+    for line in text.splitlines():
+        if line.startswith("Only with `--peering"):
+            section = "peering"
+        elif line.startswith("Only when watching the whole cluster"):
+            section = "cluster"
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        group = cells[0].split("`")[1].strip('"')
+        resource = cells[1].strip("`")
+        verbs = set(re.findall(r"`([a-z]+)`", cells[2]))
+        rows[section][(group, resource)] = verbs
+    return rows
+
+
+RBAC_CASES = {
+    # values, peering resource expected, cluster-wide
+    "default": ([], None, True),
+    "namespaced": (["watchNamespaces={team-a}"], None, False),
+    "peering": (["replicaCount=2"], "clusterkopfpeerings", True),
+    "peering-namespaced": (["replicaCount=2", "watchNamespaces={team-a}"], "kopfpeerings",
+                           False),
+    "no-progress": (["progressReporting=false"], None, True),
+}
+
+
+@pytest.mark.parametrize("case", RBAC_CASES)
+def test_rbac_equals_operator_rbac_md(render, case):
+    """The chart grants exactly what operator/RBAC.md lists for that configuration."""
+    sets, peering, cluster_wide = RBAC_CASES[case]
+    md = _rbac_md_rows()
+    expected = dict(md["always"])
+    if case == "no-progress":
+        for key in [("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
+                    ("rbac.authorization.k8s.io", "rolebindings")]:
+            expected.pop(key)
+    if peering:
+        expected[("kopf.dev", peering)] = md["peering"][("kopf.dev", peering)]
+    if cluster_wide:  # no namespace globs: the chart only takes exact namespace names
+        crds = ("apiextensions.k8s.io", "customresourcedefinitions")
+        expected[crds] = md["cluster"][crds]
+    objs = render(set=sets)
+    kind = "ClusterRole" if cluster_wide else "Role"
+    roles = by_kind(objs, kind)
+    assert roles
+    for role in roles:
+        assert _rule_set(role["rules"]) == expected, role["metadata"]
+    if not cluster_wide:
+        assert not by_kind(objs, "ClusterRole")
+    assert ("--no-progress" in container(objs)["args"]) == (case == "no-progress")

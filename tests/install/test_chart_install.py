@@ -72,6 +72,7 @@ def test_install_creates_deployment_and_rbac(kube, release):
     assert _can(kube, "create", "rayjobs.ray.io")
     assert _can(kube, "create", "events")
     assert not _can(kube, "delete", "detectionjobs.detectionjob.dev")
+    assert not _can(kube, "delete", "rayjobs.ray.io")  # the garbage collector does that
     assert not _can(kube, "update", "detectionjobs.detectionjob.dev")
     assert not _can(kube, "get", "secrets")
     assert not _can(kube, "create", "pods")
@@ -89,7 +90,9 @@ def test_upgrade_to_watched_namespaces(kube, release):
     assert not _can(kube, "watch", "detectionjobs.detectionjob.dev", "default")
     assert not _can(kube, "create", "rayjobs.ray.io", "default")
     assert not _can(kube, "watch", "detectionjobs.detectionjob.dev")  # not cluster-wide
-    assert _can(kube, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    # No cluster-scoped RBAC left in namespaced mode.
+    assert not _can(kube, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert kube.kubectl("get", "clusterrole", FULLNAME, check=False).returncode != 0
     deploy = _get(kube, "deployment", FULLNAME, "-n", NS)
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args

@@ -89,30 +89,41 @@ true
 {{- end }}
 
 {{/*
-RBAC rules for the objects the operator handles inside a served namespace.
-Kept equal to operator/RBAC.md: exactly the verbs the operator (and kopf) use.
-In cluster-wide mode they go into the ClusterRole; with watchNamespaces they go
-into one Role per namespace.
+RBAC rules for the objects the operator handles inside a served namespace: exactly the
+rows of operator/RBAC.md (tests/install/test_chart.py compares them). In cluster-wide
+mode they go into the ClusterRole; with watchNamespaces into one Role per namespace.
 */}}
 {{- define "detectionjob-operator.namespacedRules" -}}
-# DetectionJobs: watched by kopf; patched for kopf's finalizer and annotations.
+# DetectionJobs: watched by kopf, read before a status update, patched for kopf's
+# handler state (annotations) and finalizer. Never the spec.
 - apiGroups: ["detectionjob.dev"]
   resources: ["detectionjobs"]
   verbs: ["get", "list", "watch", "patch"]
-# DetectionJob status: phase, counters, conditions.
+# DetectionJob status: phase, conditions, RayJob fields.
 - apiGroups: ["detectionjob.dev"]
   resources: ["detectionjobs/status"]
-  verbs: ["get", "patch"]
-# RayJobs: one per DetectionJob, owned by it; status is read back into the DetectionJob.
+  verbs: ["patch"]
+# RayJobs: one per DetectionJob, owned by it (deleted by the garbage collector with it);
+# followed for status; patched for spec.suspend.
 - apiGroups: ["ray.io"]
   resources: ["rayjobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+{{- if .Values.progressReporting }}
+# Progress reporting: per job, a "<job>-reporter" ServiceAccount, a Role that may only
+# patch that DetectionJob's status, and their RoleBinding (all owned by the DetectionJob).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create"]
+{{- end }}
 # Kubernetes Events about the handlers' progress and errors (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- if and (include "detectionjob-operator.peering" .) (not (include "detectionjob-operator.clusterWide" .)) }}
-# kopf peering (HA): each replica keeps its heartbeat in the namespace's KopfPeering.
+# kopf peering (HA): the replicas' heartbeats in the namespace's KopfPeering.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
@@ -120,23 +131,20 @@ into one Role per namespace.
 {{- end }}
 
 {{/*
-Cluster-scoped reads kopf needs in every mode.
+Cluster-scoped rules, only in cluster-wide mode. With an explicit list of namespaces
+the operator turns kopf's cluster scanning off and needs no cluster-scoped access.
 */}}
 {{- define "detectionjob-operator.clusterRules" -}}
-# kopf: notices CRDs being added or removed (DetectionJob, RayJob, peering).
+{{- if include "detectionjob-operator.clusterWide" . }}
+# kopf: notices the DetectionJob/RayJob CRDs appearing later.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if not (include "detectionjob-operator.clusterWide" .) }}
-# kopf: in namespaced mode it lists namespaces to notice served ones coming and going.
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-{{- end }}
-{{- if and (include "detectionjob-operator.peering" .) (include "detectionjob-operator.clusterWide" .) }}
-# kopf peering (HA): each replica keeps its heartbeat in the ClusterKopfPeering.
+{{- if include "detectionjob-operator.peering" . }}
+# kopf peering (HA): the replicas' heartbeats in the ClusterKopfPeering.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,234 @@
+"""RBAC least privilege, end to end: the real operator process, authenticated with a token of
+the chart's ServiceAccount (TokenRequest, not admin), drives a DetectionJob through its
+whole lifecycle against the real apiserver:
+
+    create DetectionJob -> RayJob created -> RayJob status (patched by hand, as KubeRay
+    would) -> DetectionJob Running -> Succeeded -> delete -> finalizer released, RayJob gone
+
+and its log shows no 403/Forbidden. Three installs of the chart: cluster-wide (defaults),
+namespaced (watchNamespaces -> Roles), and with kopf peering (replicaCount=2). The jobs'
+namespaces are NOT watched by the real KubeRay operator, so the test plays KubeRay.
+
+`kubectl auth can-i` then checks what the ServiceAccount must not be able to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from install._support import CHART, REPO
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+MODES = {
+    "cluster-wide": [],
+    "namespaced": ["--set", "watchNamespaces={{{jobs}}}"],
+    "peering": ["--set", "replicaCount=2"],
+}
+FORBIDDEN = re.compile(r"\b403\b|forbidden|not enough permissions|permission denied",
+                       re.IGNORECASE)
+
+
+def _wait(what, predicate, timeout=60.0, interval=0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def _get(kube, *args):
+    proc = kube.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _http_get(url):
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+        return r.status, r.read().decode()
+    return None, ""
+
+
+def _operator_args(deploy: dict, liveness_port: int, metrics_port: int) -> list[str]:
+    """The Deployment's container args, with the ports moved to free local ones."""
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    args = []
+    for a in c["args"]:
+        if a.startswith("--liveness="):
+            a = f"--liveness=http://127.0.0.1:{liveness_port}/healthz"
+        elif a.startswith("--metrics-port="):
+            a = f"--metrics-port={metrics_port}"
+        args.append(a)
+    return args
+
+
+class Install:
+    """One `helm install` of the chart plus the operator running as its ServiceAccount."""
+
+    def __init__(self, kube, mode: str, log_dir: Path):
+        self.kube = kube
+        self.mode = mode
+        self.release = f"dj-rbac-{mode}"
+        self.ns = f"{self.release}-system"
+        self.jobs = f"{self.release}-jobs"
+        self.fullname = f"{self.release}-detectionjob-operator"
+        self.sa = f"system:serviceaccount:{self.ns}:{self.fullname}"
+        self.log_dir = log_dir
+        self.procs = []
+
+    def install(self):
+        self.kube.create_namespace(self.jobs)
+        extra = [a.format(jobs=self.jobs) for a in MODES[self.mode]]
+        self.kube.helm("install", self.release, CHART, "-n", self.ns, "--create-namespace",
+                       "--set", "logFormat=text", *extra)
+        self.deploy = _get(self.kube, "deployment", self.fullname, "-n", self.ns)
+        # A token for the chart's ServiceAccount (must exist: the chart made it).
+        self.kubeconfig = self.kube.serviceaccount_kubeconfig(self.ns, self.fullname,
+                                                              create=False)
+
+    def start_operator(self, index: int = 0):
+        from harness.procs import ManagedProcess, free_port
+
+        liveness, metrics = free_port(), free_port()
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
+                   POD_NAME=f"{self.fullname}-{index}", POD_NAMESPACE=self.ns)
+        argv = [sys.executable, "-m", "detectionjob_operator",
+                *_operator_args(self.deploy, liveness, metrics)]
+        p = ManagedProcess(f"operator-{self.mode}-{index}", argv,
+                           self.log_dir / f"operator-{self.mode}-{index}.log", env=env,
+                           cwd=REPO)
+        p.liveness_url = f"http://127.0.0.1:{liveness}/healthz"
+        p.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+        self.procs.append(p)
+        p.wait_until(lambda: _http_get(p.liveness_url)[0] == 200, 90, "kopf liveness /healthz")
+        return p
+
+    def stop(self):
+        for p in self.procs:
+            p.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.log_path.read_text(errors="replace") for p in self.procs)
+
+    def uninstall(self):
+        self.stop()
+        self.kube.helm("uninstall", self.release, "-n", self.ns, check=False)
+        for ns in (self.ns, self.jobs):
+            self.kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+    def can(self, verb, resource, namespace=None, as_=None):
+        args = ["auth", "can-i", verb, resource, f"--as={as_ or self.sa}"]
+        args += ["-n", namespace] if namespace else ["--all-namespaces"]
+        return self.kube.kubectl(*args, check=False).stdout.strip() == "yes"
+
+
+@pytest.fixture(params=list(MODES))
+def install(request, kube, kuberay, tmp_path):
+    inst = Install(kube, request.param, tmp_path)
+    inst.install()
+    try:
+        yield inst
+    finally:
+        inst.uninstall()
+
+
+def _example(name: str, namespace: str) -> dict:
+    dj = yaml.safe_load((REPO / "examples" / "detectionjob.yaml").read_text())
+    dj["metadata"] = {"name": name, "namespace": namespace}
+    return dj
+
+
+def _patch_rayjob_status(kube, name, ns, status):
+    kube.kubectl("patch", "rayjob", name, "-n", ns, "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": status}))
+
+
+def _phase(kube, name, ns):
+    dj = _get(kube, "detectionjob", name, "-n", ns)
+    return ((dj or {}).get("status") or {}).get("phase")
+
+
+def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
+    inst = install
+    p = inst.start_operator()
+    name, ns = f"rbac-{inst.mode}", inst.jobs
+
+    # create -> RayJob created (by the operator, as the chart's ServiceAccount)
+    kube.kubectl("apply", "-f", "-", input=json.dumps(_example(name, ns)))
+    rayjob = _wait("the RayJob", lambda: _get(kube, "rayjob", name, "-n", ns), 90)
+    owners = rayjob["metadata"].get("ownerReferences") or []
+    assert [o["kind"] for o in owners] == ["DetectionJob"], owners
+    _wait("phase Pending", lambda: _phase(kube, name, ns) == "Pending")
+
+    # KubeRay's part, by hand: the Ray cluster comes up, the job runs, then succeeds.
+    _patch_rayjob_status(kube, name, ns, {
+        "jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+        "rayClusterName": f"{name}-raycluster-abcde", "jobId": f"{name}-job",
+        "startTime": "2026-01-01T00:00:00Z"})
+    _wait("phase Running", lambda: _phase(kube, name, ns) == "Running")
+    _patch_rayjob_status(kube, name, ns, {
+        "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED",
+        "endTime": "2026-01-01T00:10:00Z"})
+    _wait("phase Succeeded", lambda: _phase(kube, name, ns) == "Succeeded")
+    dj = _get(kube, "detectionjob", name, "-n", ns)
+    assert dj["status"]["rayJobName"] == name
+
+    # Prometheus metrics on the metrics port.
+    status, text = _http_get(p.metrics_url)
+    assert status == 200
+    assert "detectionjob" in text, text[:2000]
+
+    # delete -> the operator releases its finalizer; the RayJob goes with its owner.
+    kube.kubectl("delete", "detectionjob", name, "-n", ns, "--wait=false")
+    _wait("the DetectionJob gone", lambda: _get(kube, "detectionjob", name, "-n", ns) is None,
+          60)
+    _wait("the RayJob gone", lambda: _get(kube, "rayjob", name, "-n", ns) is None, 60)
+
+    if inst.mode == "peering":
+        peering = _get(kube, "clusterkopfpeering", inst.fullname)
+        assert peering.get("status"), "the operator never wrote its peering heartbeat"
+
+    assert p.alive(), p.log_tail(60)
+    inst.stop()
+    logs = inst.logs()
+    bad = [line for line in logs.splitlines() if FORBIDDEN.search(line)]
+    assert not bad, "permission errors in the operator log:\n" + "\n".join(bad[:20])
+
+
+def test_serviceaccount_cannot_do_more(kube, install):
+    inst = install
+    jobs = inst.jobs
+    # What it needs (sanity: the checks below are not vacuous).
+    assert inst.can("watch", "detectionjobs.detectionjob.dev", jobs)
+    assert inst.can("patch", "detectionjobs.detectionjob.dev/status", jobs)
+    assert inst.can("create", "rayjobs.ray.io", jobs)
+    # What it must not do.
+    for verb, resource in [
+        ("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("create", "pods/exec"),
+        ("update", "detectionjobs.detectionjob.dev"),
+        ("delete", "detectionjobs.detectionjob.dev"),
+        ("create", "detectionjobs.detectionjob.dev"),
+        ("get", "configmaps"), ("create", "deployments.apps"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+        ("impersonate", "serviceaccounts"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("delete", "namespaces"),
+        ("*", "*"),
+    ]:
+        assert not inst.can(verb, resource, jobs), f"{inst.sa} can {verb} {resource}"
+        assert not inst.can(verb, resource), f"{inst.sa} can {verb} {resource} cluster-wide"
+    if inst.mode == "namespaced":
+        assert not inst.can("watch", "detectionjobs.detectionjob.dev", "default")
+        assert not inst.can("create", "rayjobs.ray.io", "default")
