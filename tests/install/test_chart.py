@@ -246,7 +246,7 @@ def test_rbac_has_no_wildcards_and_nothing_sensitive(render, values):
         assert "nonResourceURLs" not in r, r
         assert not {"escalate", "impersonate", "bind", "deletecollection", "update",
                     "delete"} & set(r["verbs"]), r
-    for (group, resource), verbs in _rule_set(rules).items():
+    for (_group, resource), verbs in _rule_set(rules).items():
         assert resource not in {"secrets", "pods", "pods/exec", "configmaps", "clusterroles",
                                 "clusterrolebindings", "serviceaccounts/token"}, resource
         if resource in {"serviceaccounts", "roles", "rolebindings"}:  # per-job reporter
