@@ -1,0 +1,46 @@
+"""(1) The floor: a bare PyTorch loop over pre-decoded images, timing the model only."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from inference.decode import decode_image
+from inference.models import ModelSpec, build_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model, _ = build_model(ModelSpec(a.model, "none", score_threshold=0.5))
+    model = model.to(a.device)
+    images = [torch.from_numpy(decode_image(Path(f).read_bytes())).permute(2, 0, 1)
+              for f in sorted(glob.glob(os.path.join(a.images, "*.jpg")))]
+    with torch.inference_mode():
+        model([images[0].to(a.device).float() / 255])  # warm-up, not timed
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(0, len(images), a.batch_size):
+            batch = [im.to(a.device).float() / 255 for im in images[i:i + a.batch_size]]
+            model(batch)
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    print(json.dumps({"images": len(images), "seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Throughput benchmark: bare PyTorch loop vs the reference Ray Data example vs ``detectionjob run``.
+
+One run, same generated VOC-sized images, same model and batch size; each pipeline runs as its own
+process tree, timed and memory-sampled from outside. Prints a Markdown table with ratios.
+
+    python benchmarks/throughput.py --n 2048 --model fasterrcnn_mobilenet_v3_large_320_fpn
+    python benchmarks/throughput.py --n 256 --memory-n 256,4096 --deadlock-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from memtrack import run_measured  # noqa: E402
+
+CACHE = Path(os.environ.get("DETECTIONJOB_BENCH_CACHE", Path.home() / ".cache" / "detectionjob" / "bench"))
+
+
+def images_dir(n: int) -> Path:
+    """N VOC-sized (500x375) JPEGs, generated once and cached."""
+    from inference.samples import make_samples
+
+    path = CACHE / f"voc-like-{n}"
+    if len(list(path.glob("*.jpg"))) != n:
+        shutil.rmtree(path, ignore_errors=True)
+        make_samples(str(path), n=n, size=(500, 375), seed=n)
+    return path
+
+
+def gib(b: int) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def bare(args, images: Path) -> dict:
+    r = run_measured([sys.executable, str(HERE / "bare_loop.py"), "--images", str(images), "--model",
+                      args.model, "--batch-size", str(args.batch_size)], timeout=args.timeout)
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    inner = json.loads(r["stdout"].strip().splitlines()[-1])
+    return {**r, "images": inner["images"], "rate": inner["images"] / inner["seconds"],
+            "note": "model time only (images pre-decoded, model loaded)"}
+
+
+def reference(args, images: Path, n: int, concurrency: int, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        r = run_measured([sys.executable, str(HERE / "reference.py"), "--images", str(images), "--output",
+                          out, "--model", args.model, "--batch-size", "4", "--concurrency",
+                          str(concurrency)], timeout=timeout)
+    if r["timed_out"]:
+        return {**r, "images": n, "rate": 0.0, "note": f"concurrency={concurrency}: hung, killed after "
+                                                       f"{timeout:.0f} s"}
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    return {**r, "images": n, "rate": n / r["wall"],
+            "note": f"whole process, Ray start included; batch 4, concurrency={concurrency}"}
+
+
+def detectionjob(args, images: Path, n: int, workers: str | None = None,
+                 timeout: float | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [shutil.which("detectionjob") or "detectionjob", "run", "--input", str(images), "--output",
+               out, "--model", args.model, "--weights", "none", "--batch-size", str(args.batch_size)]
+        cmd += ["--workers", workers] if workers else []
+        cmd += ["--precision", args.precision] if args.precision != "fp32" else []
+        r = run_measured(cmd, timeout=timeout or args.timeout)
+    if r["timed_out"]:
+        return {**r, "images": n, "rate": 0.0, "note": f"hung, killed after {timeout:.0f} s"}
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    summary = json.loads(r["stdout"])
+    assert summary["images"] == n and summary["failed_images"] == 0
+    return {**r, "images": n, "rate": n / r["wall"], "inner_rate": summary["images_per_second"],
+            "note": f"whole CLI process, Ray start included; pool {summary['pool']['max_size']}, "
+                    f"batch {args.batch_size}"}
+
+
+def versions() -> str:
+    import ray
+    import torch
+    import torchvision
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return (f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {device}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"ray {ray.__version__}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2048, help="images (default: %(default)s)")
+    p.add_argument("--model", default="fasterrcnn_mobilenet_v3_large_320_fpn")
+    p.add_argument("--batch-size", type=int, default=4, help="bare loop and detectionjob batch size")
+    p.add_argument("--modes", default="bare,reference,detectionjob")
+    p.add_argument("--reference-concurrency", type=int, default=1,
+                   help="actor pool size of the reference (2 deadlocks on a 2-CPU machine)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--memory-n", default="", help="e.g. 256,4096: detectionjob peak memory at each N")
+    p.add_argument("--deadlock-check", action="store_true",
+                   help="also run reference and detectionjob with 2 workers on the (2-CPU) machine")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--json", help="write raw results here")
+    args = p.parse_args()
+
+    images = images_dir(args.n)
+    rows: dict[str, dict] = {}
+    modes = args.modes.split(",")
+    if "bare" in modes:
+        rows["bare PyTorch loop"] = bare(args, images)
+    if "reference" in modes:
+        rows["reference Ray Data example"] = reference(args, images, args.n, args.reference_concurrency,
+                                                       args.timeout)
+    if "detectionjob" in modes:
+        rows["detectionjob run"] = detectionjob(args, images, args.n)
+    base = rows.get("bare PyTorch loop", {}).get("rate")
+
+    print(f"\n{datetime.date.today()} | {versions()}")
+    print(f"model {args.model}, N = {args.n} VOC-sized (500x375) images, precision {args.precision}\n")
+    print("| pipeline | images/s | vs bare loop | wall s | peak memory (PSS, process tree) | notes |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, r in rows.items():
+        ratio = f"{r['rate'] / base:.2f}x" if base else "-"
+        memory = gib(r["peak_bytes"])
+        print(f"| {name} | {r['rate']:.2f} | {ratio} | {r['wall']:.1f} | {memory} | {r['note']} |")
+    if "reference Ray Data example" in rows and "detectionjob run" in rows:
+        ref, ours = rows["reference Ray Data example"]["rate"], rows["detectionjob run"]["rate"]
+        if ref:
+            print(f"\ndetectionjob run / reference: {ours / ref:.2f}x")
+
+    if args.memory_n:
+        print("\n| detectionjob run N | wall s | images/s | peak memory |\n|---:|---:|---:|---:|")
+        peaks = []
+        for n in [int(x) for x in args.memory_n.split(",")]:
+            r = detectionjob(args, images_dir(n), n)
+            peaks.append(r["peak_bytes"])
+            print(f"| {n} | {r['wall']:.1f} | {r['rate']:.2f} | {gib(r['peak_bytes'])} |")
+            rows[f"memory N={n}"] = r
+        print(f"\npeak memory ratio, largest N / smallest N: {peaks[-1] / peaks[0]:.2f}x")
+
+    if args.deadlock_check:
+        cpus = os.cpu_count() or 2
+        timeout = 300.0
+        small = images_dir(64)
+        ref = reference(args, small, 64, cpus, timeout)
+        ours = detectionjob(args, small, 64, workers=str(cpus), timeout=timeout)
+        print(f"\nworkers = CPUs ({cpus}), 64 images, {timeout:.0f} s limit:")
+        for name, r in (("reference, concurrency=CPUs", ref), ("detectionjob run --workers CPUs", ours)):
+            print(f"- {name}: " + ("HUNG (killed)" if r["timed_out"] else f"finished in {r['wall']:.1f} s"))
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {k: {kk: vv for kk, vv in v.items() if kk not in ("stdout", "stderr")} for k, v in rows.items()},
+            indent=2))
+
+
+if __name__ == "__main__":
+    main()
