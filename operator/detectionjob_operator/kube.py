@@ -1,0 +1,158 @@
+"""The few Kubernetes API calls the operator makes (the official ``kubernetes`` client)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from detectionjob_operator.schema import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    """An API client from the in-cluster config, else the kubeconfig ($KUBECONFIG)."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(cfg)
+
+
+def _custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client())
+
+
+def _missing(exc: ApiException) -> bool:
+    return exc.status == 404
+
+
+def get_detectionjob(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def update_status(namespace: str, name: str,
+                  compute: Callable[[dict[str, Any]], dict[str, Any] | None],
+                  attempts: int = 8) -> dict[str, Any] | None:
+    """Read-modify-write of a DetectionJob's status with optimistic concurrency.
+
+    ``compute(detectionjob)`` returns the status merge patch, or None for no change. Returns the
+    DetectionJob as read before the patch that was applied (None: gone or nothing to do).
+    """
+    for _ in range(attempts):
+        dj = get_detectionjob(namespace, name)
+        if dj is None:
+            return None
+        patch = compute(dj)
+        if patch is None:
+            return None
+        body = {"metadata": {"resourceVersion": dj["metadata"]["resourceVersion"]},
+                "status": patch}
+        try:
+            _custom().patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH)
+            return dj
+        except ApiException as exc:
+            if exc.status == 409:
+                continue  # someone wrote in between: read again
+            if _missing(exc):
+                return None
+            raise
+    raise RuntimeError(f"status of {namespace}/{name}: too many conflicting writers")
+
+
+def get_rayjob(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _custom().get_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
+    except ApiException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def create_rayjob(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create the RayJob; on AlreadyExists return the existing one. ``(rayjob, created)``."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        created = _custom().create_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, body, field_validation="Strict")
+        return created, True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    existing = get_rayjob(namespace, name)
+    if existing is None:  # deleted in between: let the caller retry
+        raise RuntimeError(f"RayJob {namespace}/{name} exists and vanished; retrying")
+    return existing, False
+
+
+def patch_rayjob(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge-patch a RayJob; None when it does not exist."""
+    try:
+        return _custom().patch_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name, patch, _content_type=MERGE_PATCH)
+    except ApiException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def _create_ignoring_conflict(create: Callable[..., Any], namespace: str, body: dict) -> None:
+    try:
+        create(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def owner_reference(dj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dj["metadata"]
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def reporter_objects(dj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding that let the job patch its DetectionJob's status."""
+    meta = dj["metadata"]
+    common = {"name": name, "namespace": meta["namespace"],
+              "labels": {"app.kubernetes.io/managed-by": "detectionjob-operator",
+                         "app.kubernetes.io/component": "progress-reporter"},
+              "ownerReferences": [owner_reference(dj)]}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(common)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(common),
+         "rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
+                    "resourceNames": [meta["name"]], "verbs": ["patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": dict(common),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}]},
+    ]
+
+
+def create_reporter(objects: list[dict[str, Any]]) -> None:
+    """Create the reporter's objects; existing ones are left as they are."""
+    core = client.CoreV1Api(api_client())
+    rbac = client.RbacAuthorizationV1Api(api_client())
+    creators = {"ServiceAccount": core.create_namespaced_service_account,
+                "Role": rbac.create_namespaced_role,
+                "RoleBinding": rbac.create_namespaced_role_binding}
+    for obj in objects:
+        _create_ignoring_conflict(creators[obj["kind"]], obj["metadata"]["namespace"], obj)

@@ -1,0 +1,109 @@
+"""Progress from the running job into its DetectionJob's status (``status.progress``).
+
+Used by ``detectionjob run`` when ``DETECTIONJOB_STATUS_TARGET=namespace/name`` is set: it calls
+``reporter(done, total, failed)`` every few seconds and ``reporter.close()`` at the end. Each call
+sends at most one JSON merge patch of ``status.progress`` through the status subresource (in the
+Pod: the ServiceAccount the operator made, which may patch only this DetectionJob's status).
+Updates are throttled to one per ``interval`` seconds; ``close()`` sends the last one. Nothing here
+ever raises into the job: errors are logged (once per kind) and the next update tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from detectionjob_operator.schema import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def summary(done: int, total: int) -> str:
+    """``done/total (pct%)`` for the PROGRESS column."""
+    if total <= 0:
+        return f"{done}/?"
+    return f"{done}/{total} ({min(100, int(100 * done / total))}%)"
+
+
+def progress_patch(done: int, total: int, failed: int) -> dict[str, Any]:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"status": {"progress": {"done": int(done), "total": int(total),
+                                    "failed": int(failed), "summary": summary(done, total),
+                                    "updateTime": stamp}}}
+
+
+def _default_api() -> Any:
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    return client.CustomObjectsApi(client.ApiClient(cfg))
+
+
+class StatusReporter:
+    """``reporter(done, total, failed)``: throttled, best-effort status.progress updates."""
+
+    def __init__(self, target: str, interval: float = 5.0, api: Any = None,
+                 timeout: float = 10.0) -> None:
+        namespace, sep, name = target.partition("/")
+        if not sep or not namespace or not name:
+            raise ValueError(f"DETECTIONJOB_STATUS_TARGET must be namespace/name, not {target!r}")
+        self.namespace, self.name = namespace, name
+        self.interval = interval
+        self.timeout = timeout
+        self._api = api
+        self._lock = threading.Lock()
+        self._last_sent = 0.0
+        self._pending: tuple[int, int, int] | None = None
+        self._sent: tuple[int, int, int] | None = None
+        self._errors: set[str] = set()
+
+    def _client(self) -> Any:
+        if self._api is None:
+            self._api = _default_api()
+        return self._api
+
+    def __call__(self, done: int, total: int, failed: int = 0) -> None:
+        try:
+            with self._lock:
+                self._pending = (int(done), int(total), int(failed))
+                if time.monotonic() - self._last_sent < self.interval:
+                    return
+                self._flush()
+        except Exception as exc:  # noqa: BLE001 - progress must never break the job
+            self._log(exc)
+
+    def close(self) -> None:
+        """Send the last numbers (if not sent yet)."""
+        try:
+            with self._lock:
+                self._flush()
+        except Exception as exc:  # noqa: BLE001
+            self._log(exc)
+
+    def _flush(self) -> None:
+        if self._pending is None or self._pending == self._sent:
+            return
+        values = self._pending
+        self._last_sent = time.monotonic()
+        self._client().patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, self.name, progress_patch(*values),
+            _content_type=MERGE_PATCH, _request_timeout=self.timeout)
+        self._sent = values
+
+    def _log(self, exc: Exception) -> None:
+        kind = type(exc).__name__ + str(getattr(exc, "status", ""))
+        if kind not in self._errors:
+            self._errors.add(kind)
+            log.warning("progress for %s/%s not reported: %s", self.namespace, self.name,
+                        str(exc).splitlines()[0] if str(exc) else kind)
+        else:
+            log.debug("progress for %s/%s not reported: %s", self.namespace, self.name, exc)

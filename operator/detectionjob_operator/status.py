@@ -1,0 +1,163 @@
+"""DetectionJob status from its RayJob's status: pure functions, no API calls.
+
+Phases: ``Pending`` (RayJob created, Ray cluster starting, job submitted but not running, queued
+in Kueue, retrying), ``Running`` (the Ray job runs), ``Succeeded``, ``Failed`` (the job failed,
+the deadline passed, the spec is invalid, the RayJob was deleted by someone else), ``Suspended``
+(``spec.suspend: true``: no Ray cluster exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED = (
+    "Pending", "Running", "Succeeded", "Failed", "Suspended")
+PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
+TERMINAL = (SUCCEEDED, FAILED)
+
+# Reasons for Failed that the operator decides alone; no RayJob event revives such a job.
+INVALID_SPEC = "InvalidSpec"
+RAYJOB_DELETED = "RayJobDeleted"
+NAME_CONFLICT = "RayJobNameConflict"
+FINAL_REASONS = (INVALID_SPEC, RAYJOB_DELETED, NAME_CONFLICT)
+
+CREATED = "RayJobCreated"
+CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, SUCCEEDED, FAILED)
+
+
+@dataclass(frozen=True)
+class Observation:
+    phase: str
+    reason: str
+    message: str
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None) -> Observation:
+    """The phase a RayJob (with KubeRay's status) puts its DetectionJob in."""
+    status = rayjob.get("status") or {}
+    deployment = status.get("jobDeploymentStatus") or ""
+    job = status.get("jobStatus") or ""
+    name = rayjob.get("metadata", {}).get("name", "")
+    cluster = status.get("rayClusterName") or ""
+    queued = bool(queue) and not user_suspend
+    if deployment in ("Suspending", "Suspended") or (
+            queued and deployment in ("", "New", "Initializing")
+            and (rayjob.get("spec") or {}).get("suspend")):
+        if queued:
+            return Observation(PENDING, "Queued", f"waiting for Kueue to admit the job (queue {queue})")
+        return Observation(SUSPENDED, "Suspended", "suspended by spec.suspend; no Ray cluster runs")
+    if deployment == "Complete":
+        if job == "SUCCEEDED":
+            return Observation(SUCCEEDED, "JobSucceeded", "the Ray job succeeded")
+        return Observation(FAILED, f"Job{job.title() or 'Failed'}",
+                           status.get("message") or f"the Ray job ended {job or 'without status'}")
+    if deployment in ("Failed", "ValidationFailed"):
+        reason = status.get("reason") or ("ValidationFailed" if deployment == "ValidationFailed"
+                                          else "RayJobFailed")
+        message = status.get("message") or f"RayJob {name} failed (Ray job {job or 'not started'})"
+        return Observation(FAILED, reason, message)
+    if deployment == "Running":
+        if job == "RUNNING":
+            return Observation(RUNNING, "JobRunning", f"the Ray job runs on Ray cluster {cluster}")
+        if job in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return Observation(RUNNING, "JobFinishing", f"the Ray job ended {job}; KubeRay finishes")
+        return Observation(PENDING, "JobPending", f"the Ray job is submitted to Ray cluster {cluster}")
+    if deployment == "Retrying":
+        return Observation(PENDING, "Retrying", status.get("message") or "KubeRay retries the job")
+    if deployment == "Initializing":
+        where = f"Ray cluster {cluster}" if cluster else "the Ray cluster"
+        return Observation(PENDING, "ClusterStarting", f"{where} is starting")
+    return Observation(PENDING, CREATED, f"RayJob {name} is created; waiting for KubeRay")
+
+
+def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, created: bool,
+               generation: int | None, timestamp: str) -> list[dict[str, Any]]:
+    """The conditions for ``obs``; lastTransitionTime moves only when a status flips."""
+    old = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
+    result = []
+    for ctype in CONDITION_TYPES:
+        if ctype == CREATED:
+            value = "True" if created else "False"
+            reason = CREATED if created else (obs.reason if obs.phase == FAILED else "NotCreated")
+            message = "" if created else obs.message
+        else:
+            value = "True" if obs.phase == ctype else "False"
+            reason, message = (obs.reason, obs.message) if value == "True" else (obs.phase, "")
+        before = old.get(ctype, {})
+        changed = before.get("status") != value
+        cond = {"type": ctype, "status": value, "reason": reason, "message": message,
+                "lastTransitionTime": timestamp if changed else before.get("lastTransitionTime",
+                                                                              timestamp)}
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        result.append(cond)
+    return result
+
+
+def rayjob_fields(rayjob: Mapping[str, Any], phase: str,
+                  current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The status fields copied from the RayJob (completionTime is kept once set)."""
+    status = rayjob.get("status") or {}
+    fields: dict[str, Any] = {"rayJobName": rayjob.get("metadata", {}).get("name")}
+    for ours, theirs in (("rayClusterName", "rayClusterName"), ("dashboardURL", "dashboardURL"),
+                         ("jobId", "jobId"), ("jobStatus", "jobStatus"),
+                         ("jobDeploymentStatus", "jobDeploymentStatus"),
+                         ("startTime", "startTime")):
+        fields[ours] = status.get(theirs) or None
+    done = (current or {}).get("completionTime") or status.get("endTime") or now()
+    fields["completionTime"] = done if phase in TERMINAL else None
+    return fields
+
+
+def is_final(status: Mapping[str, Any] | None) -> bool:
+    """Whether the operator itself ended this DetectionJob (RayJob events no longer count)."""
+    status = status or {}
+    return status.get("phase") == FAILED and status.get("reason") in FINAL_REASONS
+
+
+def patch_for(current: Mapping[str, Any] | None, obs: Observation, *, created: bool,
+              generation: int | None, extra: Mapping[str, Any] | None = None,
+              timestamp: str | None = None) -> dict[str, Any]:
+    """A merge patch of ``status`` that moves the DetectionJob to ``obs``.
+
+    Fields owned by the running job (``progress``) are never touched.
+    """
+    current = current or {}
+    timestamp = timestamp or now()
+    patch: dict[str, Any] = {
+        "phase": obs.phase,
+        "reason": obs.reason,
+        "message": obs.message,
+        "conditions": conditions(current.get("conditions"), obs, created=created,
+                                 generation=generation, timestamp=timestamp),
+    }
+    if generation is not None:
+        patch["observedGeneration"] = generation
+    patch.update(extra or {})
+    return patch
+
+
+def changed(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
+    """Whether applying ``patch`` would change anything but timestamps."""
+    current = current or {}
+    for key, value in patch.items():
+        if key == "conditions":
+            strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                     for c in value]
+            before = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                      for c in current.get("conditions") or ()]
+            if strip != before:
+                return True
+        elif key == "completionTime":
+            if (value is None) != (current.get(key) is None):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False

@@ -1,0 +1,157 @@
+"""RayJob status -> DetectionJob status (pure), and the progress reporter's pure parts."""
+
+from __future__ import annotations
+
+import pytest
+from detectionjob_operator import progress
+from detectionjob_operator import status as st
+from detectionjob_operator.controller import controller_owner
+
+
+def rayjob(deployment="", job="", suspend=False, **status):
+    return {"metadata": {"name": "rj"}, "spec": {"suspend": suspend},
+            "status": {"jobDeploymentStatus": deployment, "jobStatus": job,
+                       "rayClusterName": "rj-abcde", **status}}
+
+
+@pytest.mark.parametrize(("deployment", "job", "phase", "reason"), [
+    ("", "", "Pending", "RayJobCreated"),
+    ("Initializing", "", "Pending", "ClusterStarting"),
+    ("Running", "PENDING", "Pending", "JobPending"),
+    ("Running", "", "Pending", "JobPending"),
+    ("Running", "RUNNING", "Running", "JobRunning"),
+    ("Running", "SUCCEEDED", "Running", "JobFinishing"),
+    ("Retrying", "FAILED", "Pending", "Retrying"),
+    ("Complete", "SUCCEEDED", "Succeeded", "JobSucceeded"),
+    ("Complete", "STOPPED", "Failed", "JobStopped"),
+    ("Complete", "FAILED", "Failed", "JobFailed"),
+    ("Failed", "FAILED", "Failed", "RayJobFailed"),
+    ("ValidationFailed", "", "Failed", "ValidationFailed"),
+    ("Suspending", "RUNNING", "Suspended", "Suspended"),
+    ("Suspended", "", "Suspended", "Suspended"),
+])
+def test_phase_mapping(deployment, job, phase, reason):
+    obs = st.observe(rayjob(deployment, job), user_suspend=False, queue=None)
+    assert (obs.phase, obs.reason) == (phase, reason)
+    assert obs.message
+
+
+def test_kuberay_reason_and_message_win():
+    obs = st.observe(rayjob("Failed", "RUNNING", reason="DeadlineExceeded",
+                            message="activeDeadlineSeconds 10 passed"),
+                     user_suspend=False, queue=None)
+    assert (obs.phase, obs.reason, obs.message) == (
+        "Failed", "DeadlineExceeded", "activeDeadlineSeconds 10 passed")
+
+
+def test_queued_in_kueue_is_pending():
+    for deployment in ("", "Initializing", "Suspended"):
+        obs = st.observe(rayjob(deployment, suspend=True), user_suspend=False, queue="gpu")
+        assert (obs.phase, obs.reason) == ("Pending", "Queued")
+    obs = st.observe(rayjob("Suspended", suspend=True), user_suspend=True, queue="gpu")
+    assert obs.phase == "Suspended"
+
+
+def test_conditions_move_only_on_flips():
+    running = st.Observation("Running", "JobRunning", "runs")
+    first = st.conditions(None, running, created=True, generation=1, timestamp="T1")
+    by_type = {c["type"]: c for c in first}
+    assert set(by_type) == set(st.CONDITION_TYPES)
+    assert by_type["Running"]["status"] == "True" and by_type["Failed"]["status"] == "False"
+    assert by_type["RayJobCreated"]["status"] == "True"
+    assert all(c["observedGeneration"] == 1 for c in first)
+    again = st.conditions(first, running, created=True, generation=1, timestamp="T2")
+    assert all(c["lastTransitionTime"] == "T1" for c in again)
+    done = st.conditions(again, st.Observation("Succeeded", "JobSucceeded", "ok"), created=True,
+                         generation=1, timestamp="T3")
+    times = {c["type"]: c["lastTransitionTime"] for c in done}
+    assert times == {"RayJobCreated": "T1", "Running": "T3", "Suspended": "T1",
+                     "Succeeded": "T3", "Failed": "T1"}
+
+
+def test_invalid_spec_never_created():
+    obs = st.Observation("Failed", st.INVALID_SPEC, "spec.x: bad")
+    conds = {c["type"]: c for c in st.conditions(None, obs, created=False, generation=1,
+                                                   timestamp="T")}
+    assert conds["RayJobCreated"]["status"] == "False"
+    assert conds["RayJobCreated"]["reason"] == st.INVALID_SPEC
+    assert conds["Failed"]["status"] == "True"
+
+
+def test_patch_and_changed():
+    obs = st.Observation("Running", "JobRunning", "runs")
+    patch = st.patch_for({}, obs, created=True, generation=2, extra={"jobId": "j"},
+                         timestamp="T")
+    assert patch["phase"] == "Running" and patch["observedGeneration"] == 2
+    assert patch["jobId"] == "j" and "progress" not in patch
+    current = {**patch, "progress": {"done": 1}}
+    later = st.patch_for(current, obs, created=True, generation=2, extra={"jobId": "j"},
+                         timestamp="T-later")
+    assert not st.changed(current, later)
+    assert st.changed(current, {**later, "message": "other"})
+
+
+def test_rayjob_fields_and_completion_time():
+    rj = rayjob("Complete", "SUCCEEDED", dashboardURL="rj-head-svc:8265", jobId="rj-x",
+                startTime="2026-01-01T00:00:00Z", endTime="2026-01-01T01:00:00Z")
+    fields = st.rayjob_fields(rj, "Succeeded")
+    assert fields == {"rayJobName": "rj", "rayClusterName": "rj-abcde",
+                      "dashboardURL": "rj-head-svc:8265", "jobId": "rj-x",
+                      "jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete",
+                      "startTime": "2026-01-01T00:00:00Z",
+                      "completionTime": "2026-01-01T01:00:00Z"}
+    kept = st.rayjob_fields(rj, "Succeeded", {"completionTime": "earlier"})
+    assert kept["completionTime"] == "earlier"
+    assert st.rayjob_fields(rayjob("Running", "RUNNING"), "Running")["completionTime"] is None
+
+
+def test_final_reasons():
+    assert st.is_final({"phase": "Failed", "reason": st.RAYJOB_DELETED})
+    assert not st.is_final({"phase": "Failed", "reason": "AppFailed"})
+    assert not st.is_final(None)
+
+
+def test_controller_owner():
+    ref = {"apiVersion": "detectionjob.dev/v1alpha1", "kind": "DetectionJob", "name": "a",
+           "uid": "u", "controller": True}
+    assert controller_owner({"metadata": {"ownerReferences": [ref]}}) == ref
+    assert controller_owner({"metadata": {"ownerReferences": [{**ref, "controller": False}]}}) \
+        is None
+    assert controller_owner({"metadata": {"ownerReferences": [{**ref, "kind": "Other"}]}}) is None
+    assert controller_owner({"metadata": {}}) is None
+
+
+def test_progress_summary_and_patch():
+    assert progress.summary(50, 200) == "50/200 (25%)"
+    assert progress.summary(3, 0) == "3/?"
+    assert progress.summary(7, 5) == "7/5 (100%)"
+    patch = progress.progress_patch(1, 2, 0)["status"]["progress"]
+    assert {k: patch[k] for k in ("done", "total", "failed", "summary")} == {
+        "done": 1, "total": 2, "failed": 0, "summary": "1/2 (50%)"}
+
+
+@pytest.mark.parametrize("target", ["", "name", "/name", "ns/", "ns"])
+def test_reporter_target_must_be_namespace_slash_name(target):
+    with pytest.raises(ValueError, match="namespace/name"):
+        progress.StatusReporter(target)
+
+
+def test_reporter_never_raises_without_a_cluster(tmp_path, monkeypatch, caplog):
+    # A real client against a kubeconfig pointing at a closed port: every call fails for real.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("""
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+""")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    reporter = progress.StatusReporter("ns/name", interval=0, timeout=1)
+    for i in range(3):
+        reporter(i, 10, 0)
+    reporter.close()
+    warnings = [r for r in caplog.records if "not reported" in r.getMessage()]
+    assert len(warnings) == 1  # logged once per kind of error, not per call
