@@ -56,6 +56,9 @@ def plan_pool(
     if gpus_per_actor > 0:
         slots = math.floor(cluster_gpus / gpus_per_actor) if cluster_gpus > 0 else None
         low, high = workers or (1, max(slots or 1, 1))
+        if not slots:
+            notes.append(f"{gpus_per_actor:g} GPU(s) per detector requested but Ray sees no GPU yet: "
+                         "waiting for the cluster (autoscaler) to add GPU nodes")
         # An autoscaling cluster may show no GPU yet: then trust the request.
         num_cpus = 1.0 if cpus - high >= 1 else 0.0
         threads = max(1, min(4, cpus // max(high, 1)))

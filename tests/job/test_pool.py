@@ -53,3 +53,4 @@ def test_autoscaling_cluster_without_gpus_yet_trusts_the_request():
     plan = plan_pool((1, 4), 1, 2, 0)
     assert (plan.device, plan.min_size, plan.max_size) == ("cuda", 1, 4)
     assert plan.num_cpus == 0.0  # 2 CPUs could not hold 4 one-CPU actors and a reader
+    assert any("no GPU yet" in note for note in plan.notes)
