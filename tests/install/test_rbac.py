@@ -2,8 +2,9 @@
 the chart's ServiceAccount (TokenRequest, not admin), drives a DetectionJob through its
 whole lifecycle against the real apiserver:
 
-    create DetectionJob -> RayJob created -> RayJob status (patched by hand, as KubeRay
-    would) -> DetectionJob Running -> Succeeded -> delete -> finalizer released, RayJob gone
+    create DetectionJob -> RayJob (+ reporter ServiceAccount/Role/RoleBinding) created ->
+    RayJob status (patched by hand, as KubeRay would) -> DetectionJob Running -> Succeeded
+    -> delete -> RayJob gone
 
 and its log shows no 403/Forbidden. Three installs of the chart: cluster-wide (defaults),
 namespaced (watchNamespaces -> Roles), and with kopf peering (replicaCount=2). The jobs'
@@ -76,10 +77,10 @@ def _operator_args(deploy: dict, liveness_port: int, metrics_port: int) -> list[
 class Install:
     """One `helm install` of the chart plus the operator running as its ServiceAccount."""
 
-    def __init__(self, kube, mode: str, log_dir: Path):
+    def __init__(self, kube, mode: str, log_dir: Path, release: str | None = None):
         self.kube = kube
         self.mode = mode
-        self.release = f"dj-rbac-{mode}"
+        self.release = release or f"dj-rbac-{mode}"
         self.ns = f"{self.release}-system"
         self.jobs = f"{self.release}-jobs"
         self.fullname = f"{self.release}-detectionjob-operator"
@@ -127,8 +128,10 @@ class Install:
         for ns in (self.ns, self.jobs):
             self.kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
-    def can(self, verb, resource, namespace=None, as_=None):
+    def can(self, verb, resource, namespace=None, as_=None, subresource=None):
         args = ["auth", "can-i", verb, resource, f"--as={as_ or self.sa}"]
+        if subresource:
+            args.append(f"--subresource={subresource}")
         args += ["-n", namespace] if namespace else ["--all-namespaces"]
         return self.kube.kubectl(*args, check=False).stdout.strip() == "yes"
 
@@ -184,16 +187,32 @@ def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
     dj = _get(kube, "detectionjob", name, "-n", ns)
     assert dj["status"]["rayJobName"] == name
 
+    # The per-job reporter: a ServiceAccount whose Role may patch this job's status only.
+    reporter = f"{name}-reporter"
+    as_reporter = f"system:serviceaccount:{ns}:{reporter}"
+    for kind in ("serviceaccount", "role", "rolebinding"):
+        assert _get(kube, kind, reporter, "-n", ns), f"no reporter {kind}"
+    assert inst.can("patch", f"detectionjobs.detectionjob.dev/{name}", ns, as_=as_reporter,
+                    subresource="status")
+    assert not inst.can("patch", "detectionjobs.detectionjob.dev/other", ns, as_=as_reporter,
+                        subresource="status")
+    assert not inst.can("get", "secrets", ns, as_=as_reporter)
+
     # Prometheus metrics on the metrics port.
     status, text = _http_get(p.metrics_url)
     assert status == 200
-    assert "detectionjob" in text, text[:2000]
+    assert 'detectionjob_jobs{phase="Succeeded"} 1.0' in text, text
+    assert "detectionjob_rayjob_create_latency_seconds_count 1.0" in text
+    assert "detectionjob_rayjobs_created_total 1.0" in text
+    assert "# TYPE detectionjob_reconcile_errors_total counter" in text
 
-    # delete -> the operator releases its finalizer; the RayJob goes with its owner.
+    # delete -> the RayJob and the reporter objects go with their owner (garbage collector).
     kube.kubectl("delete", "detectionjob", name, "-n", ns, "--wait=false")
     _wait("the DetectionJob gone", lambda: _get(kube, "detectionjob", name, "-n", ns) is None,
           60)
     _wait("the RayJob gone", lambda: _get(kube, "rayjob", name, "-n", ns) is None, 60)
+    _wait("the reporter gone", lambda: _get(kube, "serviceaccount", reporter, "-n", ns) is None,
+          60)
 
     if inst.mode == "peering":
         peering = _get(kube, "clusterkopfpeering", inst.fullname)
@@ -232,3 +251,36 @@ def test_serviceaccount_cannot_do_more(kube, install):
     if inst.mode == "namespaced":
         assert not inst.can("watch", "detectionjobs.detectionjob.dev", "default")
         assert not inst.can("create", "rayjobs.ray.io", "default")
+
+
+def _created_total(p) -> float:
+    _, text = _http_get(p.metrics_url)
+    m = re.search(r"^detectionjob_rayjobs_created_total ([0-9.]+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_two_replicas_with_peering_share_the_work(kube, kuberay, tmp_path):
+    """replicaCount=2: both pods run the same args (kopf peering). Exactly one handles a
+    DetectionJob; when it stops, the other takes over."""
+    inst = Install(kube, "peering", tmp_path, release="dj-ha")
+    inst.install()
+    try:
+        a, b = inst.start_operator(0), inst.start_operator(1)
+        ns = inst.jobs
+        kube.kubectl("apply", "-f", "-", input=json.dumps(_example("ha-1", ns)))
+        _wait("the RayJob of ha-1", lambda: _get(kube, "rayjob", "ha-1", "-n", ns), 90)
+        time.sleep(3)
+        counts = [_created_total(a), _created_total(b)]
+        assert sorted(counts) == [0.0, 1.0], counts
+        active, standby = (a, b) if counts[0] else (b, a)
+
+        active.stop()  # a rolling update or a lost node
+        kube.kubectl("apply", "-f", "-", input=json.dumps(_example("ha-2", ns)))
+        _wait("the standby to take over (RayJob of ha-2)",
+              lambda: _get(kube, "rayjob", "ha-2", "-n", ns), 120)
+        assert _created_total(standby) == 1.0
+        inst.stop()
+        bad = [line for line in inst.logs().splitlines() if FORBIDDEN.search(line)]
+        assert not bad, "permission errors in the operator logs:\n" + "\n".join(bad[:20])
+    finally:
+        inst.uninstall()
