@@ -1,7 +1,10 @@
 """The kopf handlers: one small handler per event, the work is in controller.py.
 
 Status is written by controller.py with optimistic concurrency (not through kopf's handler
-results), because two sources feed it: DetectionJob changes and RayJob changes.
+results), because two sources feed it: DetectionJob changes and RayJob changes. No timers or
+daemons and no deletion handlers, so kopf puts no finalizer on DetectionJobs: deleting one never
+waits for the operator. Missed RayJob events are caught up when kopf re-lists on each watch
+reconnect (``settings.watching.server_timeout``) and on operator start (resume).
 """
 
 from __future__ import annotations
@@ -46,16 +49,6 @@ def _retrying(handler: str, fn: Any, *args: Any, **kwargs: Any) -> None:
 def ensure_rayjob(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A DetectionJob appeared (or the operator started): make sure its RayJob exists."""
     _retrying("ensure_rayjob", controller.ensure, dict(body), _options(memo), post_event)
-
-
-def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
-    return status.get("phase") not in ("Succeeded", "Failed")
-
-
-@kopf.timer(*DETECTIONJOBS, interval=60, initial_delay=60, when=_unfinished)
-def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Every minute, for unfinished jobs: the same as ensure_rayjob (catches missed events)."""
-    _retrying("resync", controller.ensure, dict(body), _options(memo), post_event)
 
 
 @kopf.on.update(*DETECTIONJOBS, field="spec.suspend", backoff=RETRY_BACKOFF)

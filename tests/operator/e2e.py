@@ -1,0 +1,126 @@
+"""Helpers for the operator's end-to-end tests: the operator as a real subprocess, polling."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from djtest import ROOT
+
+CRD = ROOT / "manifests" / "crd" / "detectionjob.dev_detectionjobs.yaml"
+T = TypeVar("T")
+
+# The operator's RBAC exactly as operator/RBAC.md lists it (namespace globs: + namespaces, CRDs).
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["detectionjob.dev"], "resources": ["detectionjobs"],
+     "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["detectionjob.dev"], "resources": ["detectionjobs/status"], "verbs": ["patch"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayjobs"],
+     "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+     "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+     "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60,
+             interval: float = 0.2) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last problem
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Operator:
+    """``detectionjob operator`` as a child process (own process group, so kill is real)."""
+
+    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path,
+                 extra: list[str] | None = None) -> None:
+        self.kubeconfig, self.namespaces, self.log_path = kubeconfig, namespaces, log_path
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+
+    def start(self) -> Operator:
+        args = [sys.executable, "-m", "detectionjob_operator", "operator",
+                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--metrics-port", str(self.metrics_port), "--log-format", "json", *self.extra]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=ROOT, start_new_session=True)
+        log.close()
+        wait_for("the operator's liveness endpoint", self.alive_and_ready, timeout=60)
+        return self
+
+    def alive_and_ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+        return self.get(self.liveness_port, "/healthz")[0] == 200
+
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metrics(self) -> str:
+        return self.get(self.metrics_port, "/metrics")[1]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return records

@@ -1,0 +1,507 @@
+"""The operator end to end, against the real control plane (tests/harness) and real KubeRay.
+
+The operator runs as a subprocess under a ServiceAccount bound to exactly the RBAC in
+operator/RBAC.md. KubeRay watches only harness.KUBERAY_WATCH_NAMESPACES; elsewhere the tests play
+KubeRay by patching the RayJob's status subresource the way KubeRay does.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from djtest import EXAMPLE, ROOT, make_dj
+from e2e import CRD, OPERATOR_RULES, Operator, wait_for
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION, PLURAL = "detectionjob.dev", "v1alpha1", "detectionjobs"
+RAY = ("ray.io", "v1", "rayjobs")
+SYSTEM_NS = "dje2e-system"
+KUBERAY_NS = "kuberay-watched"
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def api(kube, kuberay):
+    from kubernetes import client
+
+    crd_applied(kube)
+    return client.CustomObjectsApi(kube.api_client())
+
+
+def crd_applied(kube) -> None:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/detectionjobs.detectionjob.dev")
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(kube, kuberay) -> Path:
+    """A kubeconfig for ServiceAccount dje2e-system/detectionjob-operator with RBAC.md's rules."""
+    kube.create_namespace(SYSTEM_NS)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "dje2e-operator"}, "rules": OPERATOR_RULES}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "dje2e-operator"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "dje2e-operator"},
+               "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
+                             "namespace": SYSTEM_NS}]}
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    return kube.serviceaccount_kubeconfig(SYSTEM_NS, "detectionjob-operator")
+
+
+@pytest.fixture(scope="module")
+def operator(api, operator_kubeconfig, tmp_path_factory):
+    op = Operator(operator_kubeconfig, ["dje2e-*"],
+                  tmp_path_factory.mktemp("operator") / "operator.log").start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def namespace(kube, request) -> str:
+    name = "dje2e-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    kube.create_namespace(name)
+    return name
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def apply_dj(kube, doc: dict[str, Any]) -> None:
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def get_dj(api, ns: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def get_rayjob(api, ns: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return api.get_namespaced_custom_object(*RAY[:2], ns, RAY[2], name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_rayjobs(api, ns: str) -> list[dict[str, Any]]:
+    return api.list_namespaced_custom_object(*RAY[:2], ns, RAY[2])["items"]
+
+
+def wait_phase(api, ns: str, name: str, phase: str, reason: str | None = None,
+               timeout: float = 60) -> dict[str, Any]:
+    def check():
+        dj = get_dj(api, ns, name)
+        status = (dj or {}).get("status") or {}
+        if status.get("phase") == phase and (reason is None or status.get("reason") == reason):
+            return dj
+        return None
+
+    return wait_for(f"{ns}/{name} phase {phase} ({reason})", check, timeout=timeout)
+
+
+def play_kuberay(api, ns: str, name: str, status: dict[str, Any]) -> None:
+    """Patch the RayJob's status subresource as KubeRay's controller would."""
+    api.patch_namespaced_custom_object_status(*RAY[:2], ns, RAY[2], name, {"status": status},
+                                              _content_type="application/merge-patch+json")
+
+
+def events_for(kube, ns: str, name: str) -> list[dict[str, Any]]:
+    out = kube.kubectl("get", "events", "-n", ns, "-o", "json",
+                       "--field-selector", f"involvedObject.name={name}").stdout
+    return [e for e in json.loads(out)["items"]
+            if e["involvedObject"].get("kind") == "DetectionJob"]
+
+
+def event_reasons(kube, ns: str, name: str) -> set[str]:
+    return {e["reason"] for e in events_for(kube, ns, name)}
+
+
+def subset(small: Any, big: Any, path: str = "") -> None:
+    """Every field of ``small`` is in ``big`` with the same value (nothing pruned or changed)."""
+    if isinstance(small, dict):
+        assert isinstance(big, dict), path
+        for key, value in small.items():
+            assert key in big, f"{path}.{key} was pruned"
+            subset(value, big[key], f"{path}.{key}")
+    elif isinstance(small, list):
+        assert isinstance(big, list) and len(small) == len(big), path
+        for i, (a, b) in enumerate(zip(small, big, strict=True)):
+            subset(a, b, f"{path}[{i}]")
+    else:
+        assert small == big, f"{path}: {small!r} != {big!r}"
+
+
+def ts(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_crd_rejects_invalid_and_immutable_specs(kube, api, namespace):
+    bad = make_dj({"workers": {"minReplicas": 3, "maxReplicas": 2}}, name="bad",
+                  namespace=namespace)
+    proc = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert proc.returncode != 0
+    assert "spec.workers.minReplicas must be <= spec.workers.maxReplicas" in proc.stderr
+    proc = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+        make_dj({"output": {"mode": "append"}}, name="bad2", namespace=namespace)), check=False)
+    assert proc.returncode != 0 and "spec.output.mode" in proc.stderr
+    good = make_dj(name="immutable", namespace=namespace)
+    apply_dj(kube, good)
+    stored = get_dj(api, namespace, "immutable")
+    assert stored["spec"]["workers"]["gpuResource"] == "nvidia.com/gpu"  # defaults applied
+    assert stored["spec"]["model"]["name"] == "fasterrcnn_resnet50_fpn_v2"
+    proc = kube.kubectl("patch", "dj", "immutable", "-n", namespace, "--type=merge", "-p",
+                        '{"spec": {"batchSize": 64}}', check=False)
+    assert proc.returncode != 0 and "spec.batchSize is immutable" in proc.stderr
+    kube.kubectl("patch", "dj", "immutable", "-n", namespace, "--type=merge", "-p",
+                 '{"spec": {"suspend": true}}')
+    kube.kubectl("delete", "dj", "immutable", "-n", namespace)
+
+
+def test_example_makes_a_rayjob_kuberay_runs(kube, api, operator_kubeconfig, tmp_path):
+    """kubectl apply -f examples/detectionjob.yaml -> RayJob (strict) -> KubeRay's RayCluster."""
+    op = Operator(operator_kubeconfig, [KUBERAY_NS], tmp_path / "operator.log").start()
+    try:
+        name = "voc-fasterrcnn"
+        kube.kubectl("apply", "-n", KUBERAY_NS, "-f", str(EXAMPLE))
+        rayjob = wait_for("the RayJob", lambda: get_rayjob(api, KUBERAY_NS, name))
+        dj = get_dj(api, KUBERAY_NS, name)
+        owner = rayjob["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "DetectionJob", name, dj["metadata"]["uid"], True)
+
+        # What the operator sent is what the API server stored: nothing pruned.
+        rendered = subprocess.run(
+            [sys_executable(), "-m", "detectionjob_operator", "render", "-n", KUBERAY_NS,
+             "-f", str(EXAMPLE)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        expected = yaml.safe_load(rendered)
+        subset(expected["spec"], rayjob["spec"], "spec")
+        # ... and the API server's strict field validation accepts it whole.
+        expected["metadata"]["name"] = "strict-check"
+        proc = kube.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "name",
+                            "-f", "-", input=yaml.safe_dump(expected))
+        assert proc.stderr.strip() == "", proc.stderr
+
+        # The real KubeRay operator makes the RayCluster with the GPU worker group.
+        cluster_name = wait_for("KubeRay to name the RayCluster", lambda: (get_rayjob(
+            api, KUBERAY_NS, name).get("status") or {}).get("rayClusterName"), timeout=90)
+        cluster = wait_for("the RayCluster", lambda: api.get_namespaced_custom_object(
+            "ray.io", "v1", KUBERAY_NS, "rayclusters", cluster_name), timeout=90)
+        (group,) = cluster["spec"]["workerGroupSpecs"]
+        assert group["groupName"] == "gpu-workers" and group["replicas"] == 4
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert str(limits["nvidia.com/gpu"]) == "1"
+        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert "nvidia.com/gpu" not in head["resources"]["limits"]
+        dj = wait_for("rayClusterName in the DetectionJob's status", lambda: (
+            lambda d: d if (d.get("status") or {}).get("rayClusterName") else None)(
+                get_dj(api, KUBERAY_NS, name)))
+        assert dj["status"]["phase"] == "Pending" and dj["status"]["rayJobName"] == name
+
+        kube.kubectl("delete", "dj", name, "-n", KUBERAY_NS, "--wait=false")
+        wait_for("RayJob deleted", lambda: get_rayjob(api, KUBERAY_NS, name) is None, timeout=90)
+        wait_for("RayCluster deleted", lambda: cluster_name not in {
+            c["metadata"]["name"] for c in api.list_namespaced_custom_object(
+                "ray.io", "v1", KUBERAY_NS, "rayclusters")["items"]}, timeout=90)
+    finally:
+        op.stop()
+
+
+def sys_executable() -> str:
+    import sys
+
+    return sys.executable
+
+
+def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
+    name = "follow-ok"
+    apply_dj(kube, make_dj({"workers": {"replicas": 2, "gpusPerWorker": 2}}, name=name,
+                           namespace=namespace))
+    wait_for("the RayJob", lambda: get_rayjob(api, namespace, name))
+    dj = wait_phase(api, namespace, name, "Pending", "RayJobCreated")
+    assert dj["status"]["gpus"] == 4 and dj["status"]["observedGeneration"] == 1
+    assert dj["status"]["rayJobName"] == name
+
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Initializing",
+                                        "rayClusterName": f"{name}-x7k2p", "jobId": f"{name}-j1",
+                                        "startTime": "2026-01-01T10:00:00Z"})
+    dj = wait_phase(api, namespace, name, "Pending", "ClusterStarting")
+    assert dj["status"]["rayClusterName"] == f"{name}-x7k2p"
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+                                        "dashboardURL": f"{name}-head-svc.{namespace}.svc:8265"})
+    dj = wait_phase(api, namespace, name, "Running", "JobRunning")
+    status = dj["status"]
+    assert status["jobId"] == f"{name}-j1" and status["startTime"] == "2026-01-01T10:00:00Z"
+    assert status["dashboardURL"] == f"{name}-head-svc.{namespace}.svc:8265"
+    assert status.get("completionTime") is None
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"RayJobCreated": "True", "Running": "True", "Suspended": "False",
+                          "Succeeded": "False", "Failed": "False"}
+
+    # Progress, from the job's own ServiceAccount (the one the head Pod runs as).
+    from detectionjob_operator.progress import StatusReporter
+    from detectionjob_operator.translate import reporter_name
+
+    job_kubeconfig = kube.serviceaccount_kubeconfig(namespace, reporter_name(name), create=False)
+    from kubernetes import client, config
+
+    job_api = client.CustomObjectsApi(config.new_client_from_config(str(job_kubeconfig)))
+    reporter = StatusReporter(f"{namespace}/{name}", interval=0, api=job_api)
+    reporter(1200, 5011, 3)
+    table = kube.kubectl("get", "dj", name, "-n", namespace).stdout
+    assert "1200/5011 (23%)" in table and "Running" in table and "4" in table
+    # ... and it can patch nothing else: not another DetectionJob's status, not its own spec.
+    apply_dj(kube, make_dj(name="other", namespace=namespace))
+    other = StatusReporter(f"{namespace}/other", interval=0, api=job_api)
+    other(1, 1, 0)
+    assert "progress" not in (get_dj(api, namespace, "other").get("status") or {})
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as denied:
+        job_api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                               {"spec": {"suspend": True}},
+                                               _content_type="application/merge-patch+json")
+    assert denied.value.status == 403
+
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Complete",
+                                        "jobStatus": "SUCCEEDED",
+                                        "endTime": "2026-01-01T11:00:00Z"})
+    dj = wait_phase(api, namespace, name, "Succeeded", "JobSucceeded")
+    assert dj["status"]["completionTime"] == "2026-01-01T11:00:00Z"
+    assert dj["status"]["progress"]["done"] == 1200  # the operator never touches progress
+    wait_for("Events on every transition", lambda: {
+        "RayJobCreated", "ClusterStarting", "JobRunning", "JobSucceeded"} <= event_reasons(
+        kube, namespace, name))
+
+
+def test_status_follows_rayjob_to_failure(kube, api, operator, namespace):
+    name = "follow-fail"
+    apply_dj(kube, make_dj({"activeDeadlineSeconds": 60}, name=name, namespace=namespace))
+    wait_for("the RayJob", lambda: get_rayjob(api, namespace, name))
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+                                        "rayClusterName": f"{name}-abcde"})
+    wait_phase(api, namespace, name, "Running")
+    play_kuberay(api, namespace, name, {
+        "jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "DeadlineExceeded",
+        "message": "The RayJob has passed the activeDeadlineSeconds. DeletionTimestamp: ...",
+        "endTime": "2026-01-01T12:00:00Z"})
+    dj = wait_phase(api, namespace, name, "Failed", "DeadlineExceeded")
+    assert "activeDeadlineSeconds" in dj["status"]["message"]
+    conditions = {c["type"]: c for c in dj["status"]["conditions"]}
+    assert conditions["Failed"]["status"] == "True"
+    assert conditions["Failed"]["reason"] == "DeadlineExceeded"
+    events = wait_for("a Warning Event", lambda: [
+        e for e in events_for(kube, namespace, name) if e["type"] == "Warning"])
+    assert events[0]["reason"] == "DeadlineExceeded"
+
+
+def test_invalid_spec_past_admission_fails_cleanly(kube, api, operator, namespace):
+    # "0" matches the CRD's quantity pattern, but a worker with no CPU is not a worker.
+    apply_dj(kube, make_dj({"workers": {"cpusPerWorker": "0"}}, name="zero-cpu",
+                           namespace=namespace))
+    dj = wait_phase(api, namespace, "zero-cpu", "Failed", "InvalidSpec")
+    assert "spec.workers.cpusPerWorker" in dj["status"]["message"]
+    assert list_rayjobs(api, namespace) == []
+    wait_for("an InvalidSpec Event", lambda: "InvalidSpec" in event_reasons(
+        kube, namespace, "zero-cpu"))
+    assert operator.alive_and_ready()
+    # The operator keeps working for the next one.
+    apply_dj(kube, make_dj(name="after", namespace=namespace))
+    wait_for("the next RayJob", lambda: get_rayjob(api, namespace, "after"))
+
+
+def test_suspend_toggles_the_rayjob(kube, api, operator, namespace):
+    name = "pausable"
+    apply_dj(kube, make_dj(name=name, namespace=namespace))
+    wait_for("the RayJob", lambda: get_rayjob(api, namespace, name))
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+    wait_phase(api, namespace, name, "Running")
+    kube.kubectl("patch", "dj", name, "-n", namespace, "--type=merge", "-p",
+                 '{"spec": {"suspend": true}}')
+    wait_for("RayJob suspended", lambda: get_rayjob(api, namespace, name)["spec"]["suspend"])
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Suspended", "jobStatus": "",
+                                        "rayClusterName": ""})
+    dj = wait_phase(api, namespace, name, "Suspended")
+    assert dj["status"]["observedGeneration"] == dj["metadata"]["generation"] == 2
+    kube.kubectl("patch", "dj", name, "-n", namespace, "--type=merge", "-p",
+                 '{"spec": {"suspend": false}}')
+    wait_for("RayJob resumed",
+             lambda: get_rayjob(api, namespace, name)["spec"]["suspend"] is False)
+    play_kuberay(api, namespace, name, {"jobDeploymentStatus": "Initializing"})
+    wait_phase(api, namespace, name, "Pending", "ClusterStarting")
+    wait_for("Suspending/Resuming Events", lambda: {"Suspending", "Resuming", "Suspended"} <=
+             event_reasons(kube, namespace, name))
+
+
+def test_queued_job_carries_the_kueue_label(kube, api, operator, namespace):
+    apply_dj(kube, make_dj({"queueName": "gpu-queue"}, name="queued", namespace=namespace))
+    rayjob = wait_for("the RayJob", lambda: get_rayjob(api, namespace, "queued"))
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert rayjob["spec"]["suspend"] is True
+    play_kuberay(api, namespace, "queued", {"jobDeploymentStatus": "Suspended"})
+    wait_phase(api, namespace, "queued", "Pending", "Queued")
+
+
+def test_rayjob_deleted_by_someone_else(kube, api, operator, namespace):
+    name = "orphaned"
+    apply_dj(kube, make_dj(name=name, namespace=namespace))
+    wait_for("the RayJob", lambda: get_rayjob(api, namespace, name))
+    wait_phase(api, namespace, name, "Pending")
+    kube.kubectl("delete", "rayjob", name, "-n", namespace)
+    dj = wait_phase(api, namespace, name, "Failed", "RayJobDeleted")
+    assert "deleted by someone else" in dj["status"]["message"]
+    wait_for("a RayJobDeleted Event", lambda: "RayJobDeleted" in event_reasons(
+        kube, namespace, name))
+    time.sleep(2)
+    assert get_rayjob(api, namespace, name) is None  # not recreated
+
+
+def test_delete_collects_the_children(kube, api, operator, namespace):
+    name = "collected"
+    apply_dj(kube, make_dj(name=name, namespace=namespace))
+    wait_for("the RayJob", lambda: get_rayjob(api, namespace, name))
+    children = [("serviceaccount", f"{name}-reporter"), ("role", f"{name}-reporter"),
+                ("rolebinding", f"{name}-reporter"), ("rayjob", name)]
+    for kind, child in children:
+        kube.kubectl("get", kind, child, "-n", namespace)
+    assert not get_dj(api, namespace, name)["metadata"].get("finalizers")  # no operator needed
+    operator.kill()  # deletion must not depend on the operator
+    try:
+        kube.kubectl("delete", "dj", name, "-n", namespace)
+    finally:
+        operator.start()
+    for kind, child in children:
+        wait_for(f"{kind}/{child} garbage-collected", lambda k=kind, c=child: kube.kubectl(
+            "get", k, c, "-n", namespace, check=False).returncode != 0, timeout=60)
+
+
+def test_restart_mid_flight_makes_exactly_one_rayjob_each(kube, api, operator, namespace):
+    docs = [make_dj(name=f"restart-{i:02d}", namespace=namespace) for i in range(30)]
+    kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs))
+    wait_for("some RayJobs", lambda: list_rayjobs(api, namespace), interval=0.05)
+    operator.kill()  # SIGKILL, mid-flight: some created, some not, some statuses unwritten
+    made_before = len(list_rayjobs(api, namespace))
+    operator.start()
+    wait_for("30 RayJobs", lambda: len(list_rayjobs(api, namespace)) == 30, timeout=120)
+    for doc in docs:
+        wait_phase(api, namespace, doc["metadata"]["name"], "Pending", timeout=60)
+    time.sleep(3)
+    rayjobs = list_rayjobs(api, namespace)
+    owners = [rj["metadata"]["ownerReferences"][0]["name"] for rj in rayjobs]
+    assert sorted(owners) == sorted(d["metadata"]["name"] for d in docs)  # one each, no extra
+    print(f"\n[restart] RayJobs before the kill: {made_before}/30; after restart: 30")
+
+
+def test_hundred_detectionjobs_at_once(kube, api, operator, namespace, record_property):
+    n = 100
+    docs = [make_dj(name=f"scale-{i:03d}", namespace=namespace) for i in range(n)]
+    start = time.time()
+    kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs))
+    applied = time.time()
+    wait_for(f"{n} RayJobs", lambda: len(list_rayjobs(api, namespace)) == n, timeout=300,
+             interval=0.25)
+    all_made = time.time()
+    djs = {d["metadata"]["name"]: d for d in api.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL)["items"]}
+    latencies = sorted(
+        ts(rj["metadata"]["creationTimestamp"]) - ts(
+            djs[rj["metadata"]["ownerReferences"][0]["name"]]["metadata"]["creationTimestamp"])
+        for rj in list_rayjobs(api, namespace))
+    result = {
+        "detectionjobs": n,
+        "kubectl_create_s": round(applied - start, 2),
+        "apply_to_all_rayjobs_s": round(all_made - start, 2),
+        "per_job_latency_s": {  # server creationTimestamps, 1 s resolution
+            "p50": statistics.median(latencies),
+            "p95": latencies[int(0.95 * (n - 1))],
+            "max": latencies[-1],
+        },
+    }
+    record_property("scale", json.dumps(result))
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    (out / "operator-100-detectionjobs.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n[scale] {json.dumps(result)}")
+    assert len({rj["metadata"]["name"] for rj in list_rayjobs(api, namespace)}) == n
+    metrics = operator.metrics()
+    assert "detectionjob_rayjob_create_latency_seconds_count" in metrics
+    assert 'detectionjob_jobs{phase="Pending"}' in metrics
+
+
+def test_metrics_liveness_and_json_logs(operator):
+    assert operator.get(operator.liveness_port, "/healthz")[0] == 200
+    metrics = operator.metrics()
+    for name in ("detectionjob_jobs", "detectionjob_reconcile_errors_total",
+                 "detectionjob_rayjob_create_latency_seconds"):
+        assert name in metrics
+    records = operator.log_records()
+    assert records and all("message" in r and "severity" in r for r in records[:20])
+
+
+def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, kuberay):
+    """--peering: two replicas, the higher priority one works; when it stops, the other does."""
+    ns = "djpeering-e2e"  # outside the module operator's dje2e-* glob
+    kube.create_namespace(ns)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(ROOT / "manifests" / "base" / "kopf.dev_peerings.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/kopfpeerings.kopf.dev")
+    peering_rbac = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "dje2e-operator-peering"},
+         "rules": [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+                    "verbs": ["get", "list", "watch", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "dje2e-operator-peering"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": "dje2e-operator-peering"},
+         "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
+                       "namespace": SYSTEM_NS}]},
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+         "metadata": {"name": "detectionjob", "namespace": ns}},
+    ]
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(peering_rbac))
+    active = Operator(operator_kubeconfig, [ns], tmp_path / "a.log",
+                      ["--peering", "detectionjob", "--priority", "100"]).start()
+    standby = Operator(operator_kubeconfig, [ns], tmp_path / "b.log",
+                       ["--peering", "detectionjob", "--priority", "10"]).start()
+    try:
+        wait_for("the standby to pause", lambda: "Pausing" in standby.log_tail(200), timeout=30)
+        kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(
+            [make_dj(name=f"ha-{i}", namespace=ns) for i in range(5)]))
+        wait_for("5 RayJobs", lambda: len(list_rayjobs(api, ns)) == 5)
+        active.stop()  # graceful: its peering record goes away
+        kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(
+            [make_dj(name=f"ha-{i}", namespace=ns) for i in range(5, 8)]))
+        wait_for("the standby to take over", lambda: len(list_rayjobs(api, ns)) == 8,
+                 timeout=90)
+        created_by_standby = [r for r in standby.log_records()
+                              if "created RayJob" in r.get("message", "")]
+        assert len(created_by_standby) == 3
+    finally:
+        active.stop()
+        standby.stop()
