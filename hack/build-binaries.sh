@@ -21,9 +21,11 @@ set -euo pipefail
 
 # ---- pinned versions -------------------------------------------------------
 KUBE_VERSION=v1.37.2           # k8s.io/kubernetes; staging modules pinned in hack/kube/go.mod
+KUBE_RELEASE_DATE=2026-10-27T12:01:04Z   # from proxy.golang.org/k8s.io/kubernetes/@v/v1.37.2.info
 ETCD_VERSION=v3.7.0            # go.etcd.io/etcd/server/v3, as required by k8s.io/kubernetes v1.37.2
 # KubeRay v1.7.0 is wanted, but proxy.golang.org answers "403 This module version
 # is not available" for its zip (and @latest is v1.6.1), so v1.6.1 is pinned.
+# The version is pinned in hack/kuberay/go.mod; this must match it.
 KUBERAY_MODULE=github.com/ray-project/kuberay/ray-operator
 KUBERAY_VERSION=v1.6.1
 HELM_MODULE=helm.sh/helm/v3
@@ -48,11 +50,26 @@ GOBUILD_FLAGS=(-trimpath "-ldflags=-s -w")
 
 log() { echo "[build-binaries $(date +%T)] $*" >&2; }
 
-# The wrapper module's sources are part of the kube cache key, so editing
+# Version stamps, as Kubernetes' own build sets them (hack/lib/version.sh):
+# without them every component reports v0.0.0-master+$Format:%H$, which
+# kubectl version, helm and client libraries reject.
+kube_ldflags() {
+  local major minor pkg flags="-s -w"
+  major=${KUBE_VERSION#v}; major=${major%%.*}
+  minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$KUBE_RELEASE_DATE"
+  done
+  echo "$flags"
+}
+
+# The wrapper module's sources and the link flags are part of the kube cache key, so editing
 # hack/kube/* rebuilds it even at the same Kubernetes version.
 kube_key() {
   local sum
-  sum=$(cat "$HERE/kube/go.mod" "$HERE/kube/go.sum" "$HERE"/kube/*.go | sha256sum | cut -c1-12)
+  sum=$( (cat "$HERE/kube/go.mod" "$HERE/kube/go.sum" "$HERE"/kube/*.go; kube_ldflags) \
+    | sha256sum | cut -c1-12)
   echo "kube-$KUBE_VERSION-$sum"
 }
 KUBE_DIR="$CACHE/$(kube_key)"
@@ -87,6 +104,8 @@ if [[ $MODE == check ]]; then
   exit $?
 fi
 
+grep -q "$KUBERAY_MODULE $KUBERAY_VERSION" "$HERE/kuberay/go.mod" \
+  || { log "hack/kuberay/go.mod does not pin $KUBERAY_MODULE $KUBERAY_VERSION"; exit 1; }
 command -v go >/dev/null || { log "no Go toolchain (looked in PATH and $GO_BIN_DIR)"; exit 1; }
 mkdir -p "$CACHE"
 
@@ -109,7 +128,8 @@ run_cached() {
 }
 
 build_kube() {
-  (cd "$HERE/kube" && nice -n 10 go build -mod=readonly "${GOBUILD_FLAGS[@]}" -o "$OUT/kube" .)
+  (cd "$HERE/kube" && nice -n 10 go build -mod=readonly -trimpath "-ldflags=$(kube_ldflags)" \
+      -o "$OUT/kube" .)
   local n
   for n in kube-apiserver kube-controller-manager kubectl etcd; do ln -s kube "$OUT/$n"; done
   "$OUT/kube-apiserver" --version >&2
@@ -117,15 +137,18 @@ build_kube() {
 }
 
 build_kuberay() {
-  GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$KUBERAY_MODULE@$KUBERAY_VERSION"
+  # Built as a `tool` of the wrapper module hack/kuberay (go.mod pins the
+  # version, go.sum is committed): `go install ...@version` fails because the
+  # proxy refuses this module's @v/list, which go install reads.
+  (cd "$HERE/kuberay" && nice -n 10 go build -mod=readonly "${GOBUILD_FLAGS[@]}" \
+      -o "$OUT/ray-operator" "$KUBERAY_MODULE")
   # CRDs from the very same module version, so operator and CRDs always match.
   local moddir
-  moddir=$(go mod download -json "$KUBERAY_MODULE@$KUBERAY_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
-  [[ -d $moddir/config/crd/bases ]] || { log "no CRDs in $moddir"; return 1; }
-  mkdir -p "$OUT/crds"
+  moddir=$(cd "$HERE/kuberay" && go list -mod=readonly -m -f '{{.Dir}}' "$KUBERAY_MODULE")
+  [[ -d $moddir/config/crd/bases ]] || { log "no CRDs in '$moddir'"; return 1; }
+  mkdir -p "$OUT/crds" "$OUT/samples"
   cp "$moddir"/config/crd/bases/*.yaml "$OUT/crds/"
   # KubeRay's own sample manifests (the control-plane tests apply one).
-  mkdir -p "$OUT/samples"
   cp "$moddir"/config/samples/*.yaml "$OUT/samples/"
   chmod -R u+w "$OUT/crds" "$OUT/samples"
 }

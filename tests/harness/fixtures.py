@@ -1,0 +1,135 @@
+"""pytest fixtures giving tests a real control plane (see hack/README.md).
+
+Made available to every test by ``tests/conftest.py``. All fixtures are
+session-scoped: one etcd + kube-apiserver + kube-controller-manager, one
+KubeRay operator and one MinIO per pytest session, started on free
+127.0.0.1 ports the first time a test asks for them and stopped (process
+group killed) at the end of the session.
+
+Fixtures:
+
+``kube`` -> :class:`harness.kube.KubeControlPlane`
+    ``.kubeconfig`` (admin kubeconfig path, client cert in ``system:masters``),
+    ``.server`` (``https://127.0.0.1:PORT``), ``.api_client()`` (a
+    ``kubernetes.client.ApiClient`` for admin), ``.kubectl(*args, input=None,
+    check=True)`` and ``.helm(*args, check=True)`` (``CompletedProcess``, text
+    mode, admin; a failed command raises ``CommandError`` showing stderr),
+    ``.serviceaccount_kubeconfig(namespace, name)`` (creates the ServiceAccount
+    if needed, issues a token with the TokenRequest API, returns the path of a
+    kubeconfig acting as it), ``.create_namespace(name, labels=None)``,
+    ``.bin(name)`` (path of a built program) and ``.log_dir``.
+    RBAC (``--authorization-mode=Node,RBAC``), Pod Security admission and the
+    garbage-collector, namespace, serviceaccount and root-CA-publisher
+    controllers are real. There is no kubelet or scheduler: Pods never run.
+
+``kuberay`` -> :class:`harness.kuberay.KubeRay` (depends on ``kube``)
+    KubeRay's CRDs (RayCluster, RayJob, RayService, RayCronJob; from the
+    operator's own module) installed and Established, and the KubeRay operator
+    running with ``--watch-namespace`` = :data:`harness.KUBERAY_WATCH_NAMESPACES`
+    (``("default", "kuberay-watched")``, both created), leader election and
+    webhooks off. Use namespaces outside that list to play KubeRay by hand.
+
+``minio_s3`` -> :class:`harness.minio.MinioS3`
+    ``.endpoint_url``, ``.access_key``, ``.secret_key``, ``.region``,
+    ``.bucket`` (created for the session), ``.env`` (``AWS_*`` variables) and
+    ``.filesystem()`` (``pyarrow.fs.S3FileSystem``). The ``.env`` variables are
+    set in ``os.environ`` for the whole session and restored afterwards.
+
+If the binaries are not built, these fixtures FAIL (never skip) and say to run
+``bash hack/build-binaries.sh``. When a test that uses them fails, the last
+100 lines of every component's log are attached to its report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from . import procs
+from .binaries import BinariesMissing
+from .kube import KubeControlPlane
+from .kuberay import KubeRay
+from .minio import MinioS3
+from .procs import HarnessError
+
+__all__ = [
+    "harness_workdir",
+    "kube",
+    "kuberay",
+    "minio_s3",
+    "pytest_runtest_makereport",
+]
+
+HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3"})
+
+
+def _start(component, what: str):
+    """Start a component; turn harness errors into a clear fixture failure."""
+    try:
+        return component.start()
+    except (BinariesMissing, HarnessError) as e:
+        component.stop()
+        pytest.fail(f"{what} could not start:\n{e}", pytrace=False)
+    except BaseException:
+        component.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def harness_workdir(tmp_path_factory: pytest.TempPathFactory):
+    """Per-session directory for PKI, kubeconfigs and the ``logs/`` of every component."""
+    return tmp_path_factory.mktemp("control-plane")
+
+
+@pytest.fixture(scope="session")
+def kube(harness_workdir) -> Iterator[KubeControlPlane]:
+    """A real etcd + kube-apiserver + kube-controller-manager. See module docstring."""
+    cp = _start(KubeControlPlane(harness_workdir), "The Kubernetes control plane")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def kuberay(kube: KubeControlPlane) -> Iterator[KubeRay]:
+    """KubeRay CRDs + the real KubeRay operator. See module docstring."""
+    kr = _start(KubeRay(kube), "KubeRay")
+    try:
+        yield kr
+    finally:
+        kr.stop()
+
+
+@pytest.fixture(scope="session")
+def minio_s3(harness_workdir) -> Iterator[MinioS3]:
+    """A real MinIO with a fresh bucket; ``AWS_*`` set in os.environ. See module docstring."""
+    s3 = _start(MinioS3(harness_workdir / "logs"), "MinIO")
+    saved = {k: os.environ.get(k) for k in s3.env}
+    os.environ.update(s3.env)
+    try:
+        yield s3
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        s3.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Attach the tail of every running component's log to a failed harness test."""
+    report = yield
+    if report.failed:
+        uses_harness = bool(HARNESS_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if uses_harness or item.get_closest_marker("cluster") is not None:
+            for p in procs.running():
+                state = "running" if p.alive() else f"exited {p.proc.returncode}"
+                report.sections.append(
+                    (f"{p.name} log ({state}; {p.log_path}), last 100 lines", p.log_tail(100))
+                )
+    return report
