@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +75,5 @@ def run(config: OperatorConfig) -> int:
         kwargs["namespaces"] = list(config.namespaces)
     else:
         kwargs["clusterwide"] = True
-    asyncio.set_event_loop(asyncio.new_event_loop())
     kopf.run(**kwargs)
     return 0
