@@ -69,6 +69,15 @@ def operator(api, operator_kubeconfig, tmp_path_factory):
     op.stop()
 
 
+@pytest.fixture(scope="module")
+def kuberay_operator(api, operator_kubeconfig, tmp_path_factory):
+    """An operator for the namespace the real KubeRay watches."""
+    op = Operator(operator_kubeconfig, [KUBERAY_NS],
+                  tmp_path_factory.mktemp("operator") / "kuberay-operator.log").start()
+    yield op
+    op.stop()
+
+
 @pytest.fixture
 def namespace(kube, request) -> str:
     name = "dje2e-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
@@ -182,58 +191,111 @@ def test_crd_rejects_invalid_and_immutable_specs(kube, api, namespace):
     kube.kubectl("delete", "dj", "immutable", "-n", namespace)
 
 
-def test_example_makes_a_rayjob_kuberay_runs(kube, api, operator_kubeconfig, tmp_path):
+def test_example_makes_a_rayjob_kuberay_runs(kube, api, kuberay_operator):
     """kubectl apply -f examples/detectionjob.yaml -> RayJob (strict) -> KubeRay's RayCluster."""
-    op = Operator(operator_kubeconfig, [KUBERAY_NS], tmp_path / "operator.log").start()
-    try:
-        name = "voc-fasterrcnn"
-        kube.kubectl("apply", "-n", KUBERAY_NS, "-f", str(EXAMPLE))
-        rayjob = wait_for("the RayJob", lambda: get_rayjob(api, KUBERAY_NS, name))
-        dj = get_dj(api, KUBERAY_NS, name)
-        owner = rayjob["metadata"]["ownerReferences"][0]
-        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-            "DetectionJob", name, dj["metadata"]["uid"], True)
+    name = "voc-fasterrcnn"
+    kube.kubectl("apply", "-n", KUBERAY_NS, "-f", str(EXAMPLE))
+    rayjob = wait_for("the RayJob", lambda: get_rayjob(api, KUBERAY_NS, name))
+    dj = get_dj(api, KUBERAY_NS, name)
+    owner = rayjob["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "DetectionJob", name, dj["metadata"]["uid"], True)
 
-        # The API server's strict field validation accepts the RayJob whole, and stores all of
-        # it: nothing pruned. (Compared on a dry-run create: KubeRay later rewrites the stored
-        # object through its Go types, which drop false/zero fields such as suspend: false.)
-        rendered = subprocess.run(
-            [sys_executable(), "-m", "detectionjob_operator", "render", "-n", KUBERAY_NS,
-             "-f", str(EXAMPLE)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-        expected = yaml.safe_load(rendered)
-        assert expected["spec"]["entrypoint"] == rayjob["spec"]["entrypoint"]
-        assert expected["spec"]["runtimeEnvYAML"] == rayjob["spec"]["runtimeEnvYAML"]
-        expected["metadata"]["name"] = "strict-check"
-        proc = kube.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json",
-                            "-f", "-", input=yaml.safe_dump(expected))
-        assert proc.stderr.strip() == "", proc.stderr
-        stored = json.loads(proc.stdout)
-        subset(expected["spec"], stored["spec"], "spec")
-        subset(expected["metadata"]["labels"], stored["metadata"]["labels"], "labels")
+    # The API server's strict field validation accepts the RayJob whole, and stores all of
+    # it: nothing pruned. (Compared on a dry-run create: KubeRay later rewrites the stored
+    # object through its Go types, which drop false/zero fields such as suspend: false.)
+    rendered = subprocess.run(
+        [sys_executable(), "-m", "detectionjob_operator", "render", "-n", KUBERAY_NS,
+         "-f", str(EXAMPLE)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    expected = yaml.safe_load(rendered)
+    assert expected["spec"]["entrypoint"] == rayjob["spec"]["entrypoint"]
+    assert expected["spec"]["runtimeEnvYAML"] == rayjob["spec"]["runtimeEnvYAML"]
+    expected["metadata"]["name"] = "strict-check"
+    proc = kube.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json",
+                        "-f", "-", input=yaml.safe_dump(expected))
+    assert proc.stderr.strip() == "", proc.stderr
+    stored = json.loads(proc.stdout)
+    subset(expected["spec"], stored["spec"], "spec")
+    subset(expected["metadata"]["labels"], stored["metadata"]["labels"], "labels")
 
-        # The real KubeRay operator makes the RayCluster with the GPU worker group.
-        cluster_name = wait_for("KubeRay to name the RayCluster", lambda: (get_rayjob(
-            api, KUBERAY_NS, name).get("status") or {}).get("rayClusterName"), timeout=90)
-        cluster = wait_for("the RayCluster", lambda: api.get_namespaced_custom_object(
-            "ray.io", "v1", KUBERAY_NS, "rayclusters", cluster_name), timeout=90)
-        (group,) = cluster["spec"]["workerGroupSpecs"]
-        assert group["groupName"] == "gpu-workers" and group["replicas"] == 4
-        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        assert str(limits["nvidia.com/gpu"]) == "1"
-        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-        assert "nvidia.com/gpu" not in head["resources"]["limits"]
-        dj = wait_for("rayClusterName in the DetectionJob's status", lambda: (
-            lambda d: d if (d.get("status") or {}).get("rayClusterName") else None)(
-                get_dj(api, KUBERAY_NS, name)))
-        assert dj["status"]["phase"] == "Pending" and dj["status"]["rayJobName"] == name
+    # The real KubeRay operator makes the RayCluster with the GPU worker group.
+    cluster_name = wait_for("KubeRay to name the RayCluster", lambda: (get_rayjob(
+        api, KUBERAY_NS, name).get("status") or {}).get("rayClusterName"), timeout=90)
+    cluster = wait_for("the RayCluster", lambda: api.get_namespaced_custom_object(
+        "ray.io", "v1", KUBERAY_NS, "rayclusters", cluster_name), timeout=90)
+    (group,) = cluster["spec"]["workerGroupSpecs"]
+    assert group["groupName"] == "gpu-workers" and group["replicas"] == 4
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert str(limits["nvidia.com/gpu"]) == "1"
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in head["resources"]["limits"]
+    dj = wait_for("rayClusterName in the DetectionJob's status", lambda: (
+        lambda d: d if (d.get("status") or {}).get("rayClusterName") else None)(
+            get_dj(api, KUBERAY_NS, name)))
+    assert dj["status"]["phase"] == "Pending" and dj["status"]["rayJobName"] == name
 
-        kube.kubectl("delete", "dj", name, "-n", KUBERAY_NS, "--wait=false")
-        wait_for("RayJob deleted", lambda: get_rayjob(api, KUBERAY_NS, name) is None, timeout=90)
-        wait_for("RayCluster deleted", lambda: cluster_name not in {
-            c["metadata"]["name"] for c in api.list_namespaced_custom_object(
-                "ray.io", "v1", KUBERAY_NS, "rayclusters")["items"]}, timeout=90)
-    finally:
-        op.stop()
+    kube.kubectl("delete", "dj", name, "-n", KUBERAY_NS, "--wait=false")
+    wait_for("RayJob deleted", lambda: get_rayjob(api, KUBERAY_NS, name) is None, timeout=90)
+    wait_for("RayCluster deleted", lambda: cluster_name not in {
+        c["metadata"]["name"] for c in api.list_namespaced_custom_object(
+            "ray.io", "v1", KUBERAY_NS, "rayclusters")["items"]}, timeout=90)
+
+
+def test_kuberay_submitter_command_runs_no_hostile_string(kube, api, kuberay_operator,
+                                                           tmp_path):
+    """KubeRay's own submitter Job, built by its Go code from our RayJob, run in a real bash.
+
+    No kubelet runs here, so the test marks the Ray Pods Running/Ready (pods/status), KubeRay
+    then creates the K8sJobMode submitter Job; its command is executed with a fake ``ray``.
+    """
+    name = "hostile"
+    evil = "$(touch${IFS}CANARY)`touch${IFS}CANARY`;touch${IFS}CANARY;'\"\\${HOME}"
+    doc = make_dj({"input": {"uri": "s3://in/" + evil}, "output": {"uri": "s3://out/" + evil},
+                   "model": {"weights": evil + "\n$(touch CANARY)"},
+                   "workers": {"replicas": 1}}, name=name, namespace=KUBERAY_NS)
+    apply_dj(kube, doc)
+    cluster = wait_for("KubeRay's RayCluster", lambda: (get_rayjob(
+        api, KUBERAY_NS, name).get("status") or {}).get("rayClusterName"), timeout=90)
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api_client())
+    pods = wait_for("the head and worker Pods", lambda: (lambda items: items if len(items) == 2
+                    else None)(core.list_namespaced_pod(
+                        KUBERAY_NS, label_selector=f"ray.io/cluster={cluster}").items))
+    for pod in pods:
+        kube.kubectl("patch", "pod", pod.metadata.name, "-n", KUBERAY_NS, "--subresource=status",
+                     "--type=merge", "-p", json.dumps({"status": {
+                         "phase": "Running", "podIP": "10.0.0.1",
+                         "conditions": [{"type": "Ready", "status": "True"}]}}))
+    batch = client.BatchV1Api(kube.api_client())
+
+    def submitter():
+        jobs = batch.list_namespaced_job(KUBERAY_NS).items
+        return next((j for j in jobs if j.metadata.name == name), None)
+
+    job = wait_for("KubeRay's submitter Job", submitter, timeout=120)
+    container = job.spec.template.spec.containers[0]
+    assert container.command[:2] == ["/bin/bash", "-ce"], container.command
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+           # exported bash functions standing in for the programs the command calls
+           "BASH_FUNC_ray%%": "() { if [ \"$2\" = status ]; then return 1; fi; "
+                              "if [ \"$2\" = submit ]; then printf '%s\\0' \"$@\" > SUBMITTED; "
+                              "fi; }",
+           "BASH_FUNC_python%%": "() { return 0; }"}
+    for var in container.env or ():
+        env[var.name] = var.value or ""
+    subprocess.run([*container.command, *container.args], cwd=tmp_path, env=env, check=True,
+                   timeout=60)
+    assert not (tmp_path / "CANARY").exists(), "a user string ran in KubeRay's submitter shell"
+    argv = (tmp_path / "SUBMITTED").read_bytes().decode().split("\0")[:-1]
+    assert argv[argv.index("--") + 1:] == ["python", "-m", "inference", "run",
+                                           "--args-json-env", "DETECTIONJOB_ARGS"]
+    runtime_env = json.loads(argv[argv.index("--runtime-env-json") + 1])
+    args = json.loads(runtime_env["env_vars"]["DETECTIONJOB_ARGS"])
+    assert args["input"] == "s3://in/" + evil and args["output"] == "s3://out/" + evil
+    assert args["weights"] == evil + "\n$(touch CANARY)"
+    assert runtime_env["env_vars"]["DETECTIONJOB_STATUS_TARGET"] == f"{KUBERAY_NS}/{name}"
+    kube.kubectl("delete", "dj", name, "-n", KUBERAY_NS, "--wait=false")
 
 
 def sys_executable() -> str:
