@@ -76,7 +76,7 @@ def _write(dj: Mapping[str, Any], obs: st.Observation, event: EventFn, *, create
         applied.update(patch)
         return patch
 
-    before = kube.update_status(meta["namespace"], meta["name"], compute)
+    before = kube.update_status(meta["namespace"], meta["name"], compute, current=dj)
     if before is not None:
         _transition(before, before.get("status"), applied, event)
         metrics.set_phase(uid, applied["phase"])

@@ -49,14 +49,19 @@ def get_detectionjob(namespace: str, name: str) -> dict[str, Any] | None:
 
 def update_status(namespace: str, name: str,
                   compute: Callable[[dict[str, Any]], dict[str, Any] | None],
-                  attempts: int = 8) -> dict[str, Any] | None:
+                  attempts: int = 8, current: Mapping[str, Any] | None = None,
+                  ) -> dict[str, Any] | None:
     """Read-modify-write of a DetectionJob's status with optimistic concurrency.
 
     ``compute(detectionjob)`` returns the status merge patch, or None for no change. Returns the
     DetectionJob as read before the patch that was applied (None: gone or nothing to do).
+    ``current``, a recent read, saves the first GET (a stale one costs a 409 and a re-read).
     """
-    for _ in range(attempts):
-        dj = get_detectionjob(namespace, name)
+    for attempt in range(attempts):
+        if attempt == 0 and current is not None and current["metadata"].get("resourceVersion"):
+            dj: dict[str, Any] | None = dict(current)
+        else:
+            dj = get_detectionjob(namespace, name)
         if dj is None:
             return None
         patch = compute(dj)
