@@ -41,6 +41,13 @@ def controller_owner(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def ref(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object reference kopf's JSON log format puts under "object" (``k8s_ref``)."""
+    meta = obj.get("metadata", {})
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid")}
+
+
 def _transition(dj: Mapping[str, Any], before: Mapping[str, Any] | None,
                 patch: Mapping[str, Any], event: EventFn) -> None:
     before = before or {}
@@ -49,7 +56,9 @@ def _transition(dj: Mapping[str, Any], before: Mapping[str, Any] | None,
     kind = "Warning" if patch.get("phase") == st.FAILED else "Normal"
     event(dj, kind, patch["reason"], patch["message"])
     log.info("%s/%s: %s -> %s (%s) %s", dj["metadata"]["namespace"], dj["metadata"]["name"],
-             before.get("phase") or "-", patch["phase"], patch["reason"], patch["message"])
+             before.get("phase") or "-", patch["phase"], patch["reason"], patch["message"],
+             extra={"k8s_ref": ref(dj), "phase": patch["phase"], "reason": patch["reason"],
+                    "previous_phase": before.get("phase")})
 
 
 def _write(dj: Mapping[str, Any], obs: st.Observation, event: EventFn, *, created: bool,
@@ -137,7 +146,8 @@ def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) ->
         if latency is not None:
             metrics.CREATE_LATENCY.observe(latency)
         event(dj, "Normal", st.CREATED, f"created RayJob {rayjob_name}")
-        log.info("%s/%s: created RayJob %s", namespace, name, rayjob_name)
+        log.info("%s/%s: created RayJob %s", namespace, name, rayjob_name,
+                 extra={"k8s_ref": ref(dj), "rayjob": rayjob_name})
     obs = st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name)
     fields = st.rayjob_fields(rayjob, obs.phase)
     fields["gpus"] = translate.gpus(job)

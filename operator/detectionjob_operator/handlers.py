@@ -64,7 +64,8 @@ def follow_rayjob(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     try:
         _retrying("follow_rayjob", controller.follow, dict(body), post_event, deleted=deleted)
     except Exception:  # watching handlers are not retried by kopf: the next event catches up
-        log.exception("following RayJob %s/%s failed", body.metadata.namespace, body.metadata.name)
+        log.exception("following RayJob %s/%s failed", body.metadata.namespace, body.metadata.name,
+                      extra={"k8s_ref": controller.ref(body)})
 
 
 @kopf.on.event(*DETECTIONJOBS)

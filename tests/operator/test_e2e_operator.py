@@ -548,7 +548,11 @@ def test_metrics_liveness_and_json_logs(operator):
                  "detectionjob_rayjob_create_latency_seconds"):
         assert name in metrics
     records = operator.log_records()
-    assert records and all("message" in r and "severity" in r for r in records[:20])
+    assert records and all("message" in r and "severity" in r for r in records)
+    created = [r for r in records if r.get("rayjob")]
+    assert created and created[0]["object"]["kind"] == "DetectionJob"
+    transitions = [r for r in records if r.get("phase")]
+    assert transitions and {"namespace", "name", "uid"} <= set(transitions[0]["object"])
 
 
 def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, kuberay):
