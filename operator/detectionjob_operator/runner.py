@@ -49,6 +49,10 @@ def make_startup(config: OperatorConfig) -> Any:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 16
+        # Explicit namespaces (no globs): no cluster-wide scanning of CRDs and namespaces, so a
+        # namespaced Role suffices (the CRDs must exist when the operator starts).
+        settings.scanning.disabled = bool(config.namespaces) and not any(
+            any(ch in ns for ch in "*?[!") for ns in config.namespaces)
         memo.options = translate.Options(progress=config.progress)
         metrics.serve(config.metrics_port)
         log.info("detectionjob operator started: namespaces=%s peering=%s metrics=%s",

@@ -555,6 +555,37 @@ def test_metrics_liveness_and_json_logs(operator):
     assert transitions and {"namespace", "name", "uid"} <= set(transitions[0]["object"])
 
 
+def test_namespaced_role_is_enough_for_explicit_namespaces(kube, api, tmp_path):
+    """With --namespace NS (no glob), RBAC.md's rules as a Role in NS suffice: no cluster access."""
+    ns = "djnsrole-e2e"  # outside the module operator's dje2e-* glob
+    kube.create_namespace(ns)
+    rules = [r for r in OPERATOR_RULES
+             if not {"customresourcedefinitions", "namespaces"} & set(r["resources"])]
+    objs = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "detectionjob-operator", "namespace": ns}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "detectionjob-operator", "namespace": ns},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "detectionjob-operator"},
+             "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
+                           "namespace": ns}]}]
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+    kubeconfig = kube.serviceaccount_kubeconfig(ns, "detectionjob-operator")
+    op = Operator(kubeconfig, [ns], tmp_path / "operator.log").start()
+    try:
+        apply_dj(kube, make_dj(name="scoped", namespace=ns))
+        wait_for("the RayJob", lambda: get_rayjob(api, ns, "scoped"))
+        wait_phase(api, ns, "scoped", "Pending", "RayJobCreated")
+        kube.kubectl("delete", "rayjob", "scoped", "-n", ns)
+        wait_phase(api, ns, "scoped", "Failed", "RayJobDeleted")
+        denied = [r["message"] for r in op.log_records()
+                  if r.get("severity") in ("warn", "error", "fatal")
+                  and ("403" in r["message"] or "orbidden" in r["message"])]
+        assert not denied, denied
+    finally:
+        op.stop()
+
+
 def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, kuberay):
     """--peering: two replicas, the higher priority one works; when it stops, the other does."""
     ns = "djpeering-e2e"  # outside the module operator's dje2e-* glob
