@@ -33,7 +33,7 @@ def _can(kube, verb, resource, namespace=None):
 
 
 @pytest.fixture(scope="module")
-def release(kube):
+def release(kube, kuberay):  # kuberay: the RayJob CRD, so that `auth can-i` knows rayjobs
     for ns in TEAMS:
         kube.create_namespace(ns)
     proc = kube.helm("install", RELEASE, CHART, "--namespace", NS, "--create-namespace")

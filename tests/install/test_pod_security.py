@@ -102,7 +102,7 @@ def _host_path(spec):
 
 
 NEGATIVE = {
-    "privileged": _container_patch(privileged=True),
+    "privileged": _container_patch(privileged=True, allowPrivilegeEscalation=True),
     "root": _pod_patch(runAsNonRoot=False, runAsUser=0),
     "privilege-escalation": _container_patch(allowPrivilegeEscalation=True),
     "capability": _add_capability,

@@ -35,8 +35,10 @@ MODES = {
     "namespaced": ["--set", "watchNamespaces={{{jobs}}}"],
     "peering": ["--set", "replicaCount=2"],
 }
-FORBIDDEN = re.compile(r"\b403\b|forbidden|not enough permissions|permission denied",
-                       re.IGNORECASE)
+# 403s as kopf, the kubernetes client and aiohttp word them (not a bare "403": timestamps).
+FORBIDDEN = re.compile(
+    r"forbidden|not enough permissions|permission denied|\(403\)|\b403 |"
+    r"status(?:code)?[=: ]+403|\"code\": ?403", re.IGNORECASE)
 
 
 def _wait(what, predicate, timeout=60.0, interval=0.5):
@@ -136,7 +138,18 @@ class Install:
         return self.kube.kubectl(*args, check=False).stdout.strip() == "yes"
 
 
-@pytest.fixture(params=list(MODES))
+# Known operator bugs these tests found (operator/ is not ours to fix; see docs/install.md):
+NAMESPACED_SCANNING = pytest.mark.xfail(strict=True, reason=(
+    "operator: with exact --namespace names kopf still lists namespaces and watches CRDs "
+    "cluster-wide (403, 9 retries, ~60 s startup delay), which operator/RBAC.md rightly does "
+    "not grant; runner.py should set settings.scanning.disabled = True in that mode"))
+EQUAL_PRIORITIES = pytest.mark.xfail(strict=True, reason=(
+    "operator: every replica gets --priority 0, and kopf pauses ALL peers of equal priority "
+    "('Pausing all operators, including self'), so replicaCount > 1 handles nothing; "
+    "the operator should pick a random priority when --peering is set without --priority"))
+
+
+@pytest.fixture
 def install(request, kube, kuberay, tmp_path):
     inst = Install(kube, request.param, tmp_path)
     inst.install()
@@ -162,6 +175,11 @@ def _phase(kube, name, ns):
     return ((dj or {}).get("status") or {}).get("phase")
 
 
+@pytest.mark.parametrize("install", [
+    "cluster-wide",
+    pytest.param("namespaced", marks=NAMESPACED_SCANNING),
+    "peering",
+], indirect=True)
 def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
     inst = install
     p = inst.start_operator()
@@ -225,6 +243,7 @@ def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
     assert not bad, "permission errors in the operator log:\n" + "\n".join(bad[:20])
 
 
+@pytest.mark.parametrize("install", list(MODES), indirect=True)
 def test_serviceaccount_cannot_do_more(kube, install):
     inst = install
     jobs = inst.jobs
@@ -259,6 +278,7 @@ def _created_total(p) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+@EQUAL_PRIORITIES
 def test_two_replicas_with_peering_share_the_work(kube, kuberay, tmp_path):
     """replicaCount=2: both pods run the same args (kopf peering). Exactly one handles a
     DetectionJob; when it stops, the other takes over."""
