@@ -15,4 +15,4 @@ threshold=0.5
 [[ "$WEIGHTS" == "none" ]] && threshold=0.0  # a random model scores about 1/91 everywhere
 detectionjob run --input sample-images --output "$OUT" --model "$MODEL" --weights "$WEIGHTS" \
   --score-threshold "$threshold" --samples 4
-echo "results: $OUT/part-*.parquet, $OUT/_summary.json, annotated PNGs in $OUT/samples/"
+echo "results: $OUT/part-*.parquet, $OUT/_summary.json, annotated PNGs in $OUT/_samples/"

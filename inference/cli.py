@@ -43,7 +43,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", default=None,
                    help="detector actors: N or MIN:MAX (autoscaling); default from the resources Ray sees")
     p.add_argument("--limit", type=int, default=None, help="process at most N images (after --resume)")
-    p.add_argument("--samples", type=int, default=0, help="write K annotated PNGs to OUTPUT/samples/")
+    p.add_argument("--samples", type=int, default=0, help="write K annotated PNGs to OUTPUT/_samples/")
     p.add_argument("--resume", action="store_true",
                    help="keep earlier results and skip files already in the output (default: overwrite)")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights none (default: %(default)s)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 import uuid
 
@@ -15,7 +16,7 @@ from inference.uris import Location
 
 PART_PREFIX = "part-"
 SUMMARY_NAME = "_summary.json"
-SAMPLES_DIR = "samples"
+SAMPLES_DIR = "_samples"  # "_" and "." names are skipped by Parquet dataset readers
 
 
 def existing_parts(out: Location) -> list[str]:
@@ -56,8 +57,9 @@ def clear_outputs(out: Location) -> int:
 class PartWriter:
     """Buffers result tables and rolls them into ``part-<run>-<n>.parquet`` files.
 
-    Local files are written under a temporary name and renamed, so an interrupted run never
-    leaves a half-written part for ``--resume`` to trip over; object stores publish on close.
+    Local files are written under a hidden temporary name and renamed, so an interrupted run never
+    leaves a half-written part for ``--resume`` or a dataset reader to trip over; object stores
+    publish on close. The folder reads directly as a Parquet dataset (``pd.read_parquet(out)``).
     """
 
     def __init__(self, out: Location, rows_per_file: int = 1000, seconds_per_file: float = 120.0):
@@ -86,7 +88,7 @@ class PartWriter:
         table = pa.concat_tables(self.buffer)
         name = self.out.join(f"{PART_PREFIX}{self.run_id}-{self.count:05d}.parquet")
         local = self.out.scheme == ""
-        target = name + ".tmp" if local else name
+        target = self.out.join(f".{posixpath.basename(name)}.tmp") if local else name
         with self.out.fs.open_output_stream(target) as sink:
             pq.write_table(table, sink, compression="zstd")
         if local:

@@ -39,7 +39,7 @@ def test_s3_input_and_output(minio_s3, ray_runtime, sample_dir):
     with fs.open_input_stream(f"{bucket}/results/_summary.json") as f:
         on_s3 = json.loads(f.read())
     assert on_s3["images"] == summary["images"] == 3 and on_s3["failed_images"] == 1
-    assert summary["samples"] and summary["samples"][0].startswith(f"s3://{bucket}/results/samples/")
+    assert summary["samples"] and summary["samples"][0].startswith(f"s3://{bucket}/results/_samples/")
     assert fs.get_file_info(summary["samples"][0][len("s3://"):]).size > 0
 
     resumed = run(RunConfig(**base, resume=True))
