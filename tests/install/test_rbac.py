@@ -138,11 +138,7 @@ class Install:
         return self.kube.kubectl(*args, check=False).stdout.strip() == "yes"
 
 
-# Known operator bugs these tests found (operator/ is not ours to fix; see docs/install.md):
-NAMESPACED_SCANNING = pytest.mark.xfail(strict=True, reason=(
-    "operator: with exact --namespace names kopf still lists namespaces and watches CRDs "
-    "cluster-wide (403, 9 retries, ~60 s startup delay), which operator/RBAC.md rightly does "
-    "not grant; runner.py should set settings.scanning.disabled = True in that mode"))
+# A known operator bug this test found (operator/ is not ours to fix):
 EQUAL_PRIORITIES = pytest.mark.xfail(strict=True, reason=(
     "operator: every replica gets --priority 0, and kopf pauses ALL peers of equal priority "
     "('Pausing all operators, including self'), so replicaCount > 1 handles nothing; "
@@ -175,11 +171,7 @@ def _phase(kube, name, ns):
     return ((dj or {}).get("status") or {}).get("phase")
 
 
-@pytest.mark.parametrize("install", [
-    "cluster-wide",
-    pytest.param("namespaced", marks=NAMESPACED_SCANNING),
-    "peering",
-], indirect=True)
+@pytest.mark.parametrize("install", list(MODES), indirect=True)
 def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
     inst = install
     p = inst.start_operator()
