@@ -17,7 +17,10 @@ Fixtures:
     ``.serviceaccount_kubeconfig(namespace, name)`` (creates the ServiceAccount
     if needed, issues a token with the TokenRequest API, returns the path of a
     kubeconfig acting as it), ``.create_namespace(name, labels=None)``,
-    ``.bin(name)`` (path of a built program) and ``.log_dir``.
+    ``.bin(name)`` (path of a built program: ``kube-apiserver``,
+    ``kube-controller-manager``, ``kubectl``, ``etcd``, ``ray-operator``,
+    ``helm``, ``minio``, or the directories ``kuberay-crds`` and
+    ``kuberay-samples``), ``.log_dir`` and ``.ca_file``.
     RBAC (``--authorization-mode=Node,RBAC``), Pod Security admission and the
     garbage-collector, namespace, serviceaccount and root-CA-publisher
     controllers are real. There is no kubelet or scheduler: Pods never run.
