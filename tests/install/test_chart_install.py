@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from install._support import CHART
+import yaml
+from install._support import CHART, CI_VALUES
 
 pytestmark = pytest.mark.cluster
 
@@ -125,3 +126,21 @@ def test_uninstall_keeps_crds(kube, release):
     assert kube.kubectl("get", "clusterrole", FULLNAME, check=False).returncode != 0
     assert kube.kubectl("get", "clusterkopfpeering", FULLNAME, check=False).returncode != 0
     _get(kube, "crd", "detectionjobs.detectionjob.dev")  # DetectionJobs survive
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_every_values_file_renders_objects_the_apiserver_accepts(kube, kuberay, render, values):
+    """Server-side dry run of `helm template -f <values>`: every object is valid for the real
+    apiserver (field names, types, RBAC rules, ...). The ServiceMonitor is skipped (no
+    prometheus-operator CRDs here)."""
+    for ns in TEAMS:
+        kube.create_namespace(ns)
+    kube.create_namespace(NS)
+    objs = [o for o in render(values, release=RELEASE, namespace=NS)
+            if o["kind"] != "ServiceMonitor"]
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", CHART / "crds")
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+    proc = kube.kubectl("apply", "--dry-run=server", "-f", "-",
+                        input=yaml.safe_dump_all(objs))
+    assert proc.stdout.count("(server dry run)") == len(objs), proc.stdout
