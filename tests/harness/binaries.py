@@ -50,7 +50,7 @@ def _paths() -> dict[str, Path]:
         raise BinariesMissing(
             "The control-plane binaries are not built"
             f" (missing: {', '.join(missing) or 'see below'}).\n"
-            "Run `bash hack/build-binaries.sh` first (about 40 min cold on 2 cores,"
+            "Run `bash hack/build-binaries.sh` first (about 20 min cold on 2 cores,"
             " cached afterwards; see hack/README.md).\n" + proc.stderr.strip()
         )
     return paths

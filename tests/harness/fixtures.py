@@ -74,10 +74,11 @@ def _start(component, what: str):
         return component.start()
     except (BinariesMissing, HarnessError) as e:
         component.stop()
-        pytest.fail(f"{what} could not start:\n{e}", pytrace=False)
+        message = f"{what} could not start:\n{e}"
     except BaseException:
         component.stop()
         raise
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")

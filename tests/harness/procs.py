@@ -3,13 +3,16 @@
 Every process is started with ``start_new_session=True`` so that it leads its
 own process group; :meth:`ManagedProcess.stop` signals the whole group
 (SIGTERM, then SIGKILL). All live processes are also stopped by an ``atexit``
-hook, so an aborted pytest run does not leak them.
+hook, so an aborted pytest run does not leak them, and on Linux each gets
+``PR_SET_PDEATHSIG=SIGKILL``, so even a pytest killed with SIGKILL (a CI
+timeout) takes them along.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -22,6 +25,11 @@ from pathlib import Path
 
 _registry_lock = threading.Lock()
 _registry: list[ManagedProcess] = []
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class HarnessError(RuntimeError):
@@ -70,6 +78,7 @@ class ManagedProcess:
             env=env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent if os.uname().sysname == "Linux" else None,
         )
         with _registry_lock:
             _registry.append(self)
