@@ -122,7 +122,11 @@ run_cached() {
   start=$SECONDS
   log "building $(basename "$dir") ..."
   "$fn"
-  mv -T "$OUT" "$dir"
+  if ! mv -T "$OUT" "$dir" 2>/dev/null; then
+    # Another run of this script finished the same component first: keep its copy.
+    [[ -d $dir ]] || { log "cannot move $OUT to $dir"; exit 1; }
+    rm -rf "$OUT"
+  fi
   trap - EXIT
   log "built $(basename "$dir") in $((SECONDS - start)) s ($(du -sh "$dir" | cut -f1))"
 }
