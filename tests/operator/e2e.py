@@ -43,7 +43,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60,
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120,
              interval: float = 0.2) -> T:
     """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -119,7 +119,7 @@ def list_rayjobs(api, ns: str) -> list[dict[str, Any]]:
 
 
 def wait_phase(api, ns: str, name: str, phase: str, reason: str | None = None,
-               timeout: float = 60) -> dict[str, Any]:
+               timeout: float = 120) -> dict[str, Any]:
     def check():
         dj = get_dj(api, ns, name)
         status = (dj or {}).get("status") or {}
