@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "needs kopf's peering CRDs")
     peering.add_argument("--standalone", action="store_true",
                          help="no peering (the default): run as the only replica")
-    op.add_argument("--priority", type=int, default=0,
-                    help="peering priority of this replica (default: %(default)s)")
+    op.add_argument("--priority", type=int, default=None,
+                    help="peering priority of this replica (default with --peering: random, so "
+                         "identical replicas never tie; kopf pauses all replicas on a tie)")
     op.add_argument("--log-format", choices=("json", "text"), default="text",
                     help="log format (default: %(default)s)")
     op.add_argument("--no-progress", action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     metrics_port: int = 9090
     peering: str | None = None  # None: standalone
-    priority: int = 0
+    priority: int | None = None  # None: random with peering (replicas must not tie)
     log_format: str = "text"  # json | text
     verbose: bool = False
     progress: bool = True
@@ -55,9 +56,9 @@ def make_startup(config: OperatorConfig) -> Any:
             any(ch in ns for ch in "*?[!") for ns in config.namespaces)
         memo.options = translate.Options(progress=config.progress)
         metrics.serve(config.metrics_port)
-        log.info("detectionjob operator started: namespaces=%s peering=%s metrics=%s",
+        log.info("detectionjob operator started: namespaces=%s peering=%s priority=%s metrics=%s",
                  list(config.namespaces) or "all", config.peering or "standalone",
-                 config.metrics_port or "off")
+                 settings.peering.priority, config.metrics_port or "off")
 
     return startup
 
@@ -68,10 +69,15 @@ def run(config: OperatorConfig) -> int:
     from detectionjob_operator import handlers  # noqa: F401  (registers the handlers)
 
     kopf.on.startup()(make_startup(config))
+    priority = config.priority
+    if priority is None:
+        # kopf pauses every replica whose highest-priority peers tie; replicas of one Deployment
+        # get the same flags, so each picks its own priority.
+        priority = random.randint(1, 2**30) if config.peering else 0
     kwargs: dict[str, Any] = {
         "standalone": config.peering is None,
         "peering_name": config.peering,
-        "priority": config.priority,
+        "priority": priority,
         "liveness_endpoint": config.liveness,
         "memo": kopf.Memo(),
     }

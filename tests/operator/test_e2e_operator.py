@@ -632,3 +632,41 @@ def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, ku
     finally:
         active.stop()
         standby.stop()
+
+
+def test_identical_replicas_do_not_tie(kube, api, operator_kubeconfig, tmp_path, kuberay):
+    """Two replicas with the same flags (a Deployment): random priorities, one of them works."""
+    ns = "djpeering-same-e2e"
+    kube.create_namespace(ns)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(ROOT / "manifests" / "base" / "kopf.dev_peerings.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/kopfpeerings.kopf.dev")
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+         "metadata": {"name": "detectionjob", "namespace": ns}}))
+    # Peering RBAC: from test_peering_one_active_replica's ClusterRole (same ServiceAccount).
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "dje2e-operator-peering"},
+         "rules": [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+                    "verbs": ["get", "list", "watch", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "dje2e-operator-peering"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": "dje2e-operator-peering"},
+         "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
+                       "namespace": SYSTEM_NS}]}]))
+    replicas = [Operator(operator_kubeconfig, [ns], tmp_path / f"r{i}.log",
+                         ["--peering", "detectionjob"]).start() for i in range(2)]
+    try:
+        time.sleep(3)
+        kube.kubectl("create", "-f", "-", input=yaml.safe_dump_all(
+            [make_dj(name=f"same-{i}", namespace=ns) for i in range(4)]))
+        wait_for("4 RayJobs", lambda: len(list_rayjobs(api, ns)) == 4)
+        created = [len([r for r in op.log_records() if r.get("rayjob")]) for op in replicas]
+        assert sorted(created) == [0, 4], created
+        assert not any("Pausing all operators" in op.log_tail(400) for op in replicas)
+    finally:
+        for op in replicas:
+            op.stop()
