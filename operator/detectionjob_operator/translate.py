@@ -128,12 +128,29 @@ def _volumes(dj: DetectionJob) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return volumes, mounts
 
 
+# Every Pod of the job passes the "restricted" Pod Security Standard. The official Ray images run
+# as user "ray" (uid 1000, group users = 100); a numeric uid lets the kubelet verify runAsNonRoot.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+}
+SUBMITTER_CONTAINER = "ray-job-submitter"
+
+
+def _security_context(template: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(template))  # a deep copy: the caller may mutate it
+
+
 def _container(name: str, image: str, resources: dict[str, str], env_from: list,
                mounts: list, ports: list | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": _security_context(CONTAINER_SECURITY_CONTEXT),
     }
     if ports:
         container["ports"] = ports
@@ -179,6 +196,16 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         worker_pod["nodeSelector"] = dict(workers.node_selector)
     if workers.tolerations:
         worker_pod["tolerations"] = [dict(t) for t in workers.tolerations]
+    # KubeRay's submitter Job (K8sJobMode) gets the same restricted Pod; KubeRay fills in its
+    # command (`ray job submit ...`) because the container has none. It needs no API token.
+    submitter_pod: dict[str, Any] = {
+        "containers": [_container(SUBMITTER_CONTAINER, spec.image, {"cpu": "500m", "memory": "512Mi"},
+                                  [], [])],
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+    }
+    for pod in (head_pod, worker_pod, submitter_pod):
+        pod["securityContext"] = _security_context(POD_SECURITY_CONTEXT)
     for pod in (head_pod, worker_pod):
         if volumes:
             pod["volumes"] = [dict(v) for v in volumes]
@@ -208,6 +235,7 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         "backoffLimit": spec.backoff_limit,
         # Kueue admits a queued RayJob by unsuspending it, so it starts suspended.
         "suspend": spec.suspend or bool(spec.queue_name),
+        "submitterPodTemplate": {"spec": submitter_pod},
         "rayClusterSpec": {
             "rayVersion": spec.ray_version,
             "enableInTreeAutoscaling": workers.autoscaling,
@@ -226,6 +254,9 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
             }],
         },
     }
+    if workers.autoscaling:
+        rayjob_spec["rayClusterSpec"]["autoscalerOptions"] = {
+            "securityContext": _security_context(CONTAINER_SECURITY_CONTEXT)}
     if spec.active_deadline_seconds is not None:
         rayjob_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata,

@@ -139,12 +139,6 @@ class Install:
 
 
 # A known operator bug this test found (operator/ is not ours to fix):
-EQUAL_PRIORITIES = pytest.mark.xfail(strict=True, reason=(
-    "operator: every replica gets --priority 0, and kopf pauses ALL peers of equal priority "
-    "('Pausing all operators, including self'), so replicaCount > 1 handles nothing; "
-    "the operator should pick a random priority when --peering is set without --priority"))
-
-
 @pytest.fixture
 def install(request, kube, kuberay, tmp_path):
     inst = Install(kube, request.param, tmp_path)
@@ -270,7 +264,6 @@ def _created_total(p) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@EQUAL_PRIORITIES
 def test_two_replicas_with_peering_share_the_work(kube, kuberay, tmp_path):
     """replicaCount=2: both pods run the same args (kopf peering). Exactly one handles a
     DetectionJob; when it stops, the other takes over."""

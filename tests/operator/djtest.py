@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "detectionjob.yaml"
-KUBERAY_CRDS = Path("/work/shared/kuberay-v1.7.0")
+KUBERAY_CRDS = ROOT.parent / "shared" / "kuberay-v1.7.0"  # shared/ sits beside the checkout
 
 MINIMAL: dict[str, Any] = {
     "apiVersion": "detectionjob.dev/v1alpha1",

@@ -155,7 +155,9 @@ def no_shell_fields(rayjob: dict) -> None:
     for group in cluster["workerGroupSpecs"]:
         assert group["rayStartParams"] == {}
     assert rayjob["spec"]["entrypoint"] == ENTRYPOINT
-    assert "submitterPodTemplate" not in rayjob["spec"]
+    # The submitter Pod is ours only for its securityContext: KubeRay fills in the command.
+    for container in rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"]:
+        assert not {"command", "args", "env", "lifecycle"} & set(container)
 
 
 @pytest.mark.parametrize("field", sorted(STRING_FIELDS))
