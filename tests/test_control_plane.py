@@ -14,20 +14,9 @@ from pathlib import Path
 import harness
 import pytest
 import yaml
+from harness import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    """Poll ``predicate()`` until it returns a truthy value, which is returned."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def unique(prefix: str) -> str:
@@ -46,9 +35,9 @@ def test_namespace_round_trip(kube):
     assert ns.metadata.uid and ns.status.phase == "Active"
     # The serviceaccount controller (kube-controller-manager) fills new namespaces.
     wait_for(
+        "the default ServiceAccount",
         lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
         60,
-        "the default ServiceAccount",
     )
 
     core.delete_namespace(name)
@@ -61,7 +50,7 @@ def test_namespace_round_trip(kube):
             return e.status == 404
         return False
 
-    wait_for(gone, 90, f"namespace {name} to be finalized")
+    wait_for(f"namespace {name} to be finalized", gone, 90)
 
 
 def test_garbage_collector_deletes_children(kube):
@@ -94,7 +83,7 @@ def test_garbage_collector_deletes_children(kube):
             return e.status == 404
         return False
 
-    wait_for(child_gone, 60, "the garbage collector to delete the child Secret")
+    wait_for("the garbage collector to delete the child Secret", child_gone, 60)
     core.delete_namespace(ns)
 
 
@@ -115,9 +104,9 @@ def test_pod_security_restricted_is_enforced(kube):
     kube.create_namespace(other)
     pod["metadata"]["namespace"] = other
     wait_for(
+        "the Pod to be admitted (default ServiceAccount must exist first)",
         lambda: kube.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False).returncode == 0,
         30,
-        "the Pod to be admitted (default ServiceAccount must exist first)",
         interval=0.5,
     )
     kube.kubectl("delete", "namespace", other, "--wait=false")
@@ -146,7 +135,7 @@ def test_serviceaccount_token_and_rbac(kube):
         "create", "rolebinding", "cm-reader", "-n", ns,
         "--role=cm-reader", f"--serviceaccount={ns}:reader",
     )  # fmt: skip
-    wait_for(lambda: as_sa("get", "configmaps").returncode == 0, 30, "RBAC to allow the read")
+    wait_for("RBAC to allow the read", lambda: as_sa("get", "configmaps").returncode == 0, 30)
     assert as_sa("auth", "can-i", "delete", "configmaps").stdout.strip() == "no"
     assert as_sa("get", "configmaps", "-n", "default").returncode != 0  # Role is namespaced
     kube.kubectl("delete", "namespace", ns, "--wait=false")
@@ -197,9 +186,10 @@ def test_kuberay_sample_rayjob_creates_raycluster(kube, kuberay):
         job = custom.get_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", name)
         return job.get("status", {}).get("rayClusterName")
 
-    rc_name = wait_for(cluster_name, 90, "KubeRay to set status.rayClusterName")
+    rc_name = wait_for("KubeRay to set status.rayClusterName", cluster_name, 90)
     job = custom.get_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", name)
     rc = wait_for(
+        f"RayCluster {rc_name}",
         lambda: next(
             (
                 c
@@ -209,7 +199,6 @@ def test_kuberay_sample_rayjob_creates_raycluster(kube, kuberay):
             None,
         ),
         60,
-        f"RayCluster {rc_name}",
     )
     owners = rc["metadata"].get("ownerReferences", [])
     assert any(o["kind"] == "RayJob" and o["uid"] == job["metadata"]["uid"] for o in owners)
@@ -218,13 +207,13 @@ def test_kuberay_sample_rayjob_creates_raycluster(kube, kuberay):
     # runs: there is no kubelet).
     core = client.CoreV1Api(kube.api_client())
     head = wait_for(
+        "the head Pod",
         lambda: (
             core.list_namespaced_pod(
                 ns, label_selector=f"ray.io/cluster={rc_name},ray.io/node-type=head"
             ).items
         ),
         60,
-        "the head Pod",
     )
     assert head[0].metadata.owner_references[0].kind == "RayCluster"
 
@@ -235,7 +224,7 @@ def test_kuberay_sample_rayjob_creates_raycluster(kube, kuberay):
         items = custom.list_namespaced_custom_object("ray.io", "v1", ns, "rayclusters")["items"]
         return all(c["metadata"]["name"] != rc_name for c in items)
 
-    wait_for(rc_gone, 90, f"RayCluster {rc_name} to be deleted")
+    wait_for(f"RayCluster {rc_name} to be deleted", rc_gone, 90)
     kube.kubectl("delete", "-n", ns, "-f", str(sample), "--ignore-not-found")
 
 

@@ -9,6 +9,7 @@ from .kube import CommandError, KubeControlPlane
 from .kuberay import KUBERAY_WATCH_NAMESPACES, KubeRay
 from .minio import MinioS3
 from .procs import HarnessError, ManagedProcess, free_port
+from .waiting import wait_for
 
 __all__ = [
     "KUBERAY_WATCH_NAMESPACES",
@@ -21,4 +22,5 @@ __all__ = [
     "MinioS3",
     "binary",
     "free_port",
+    "wait_for",
 ]

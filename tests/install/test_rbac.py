@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness import wait_for
 from install._support import CHART, REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -39,17 +40,6 @@ MODES = {
 FORBIDDEN = re.compile(
     r"forbidden|not enough permissions|permission denied|\(403\)|\b403 |"
     r"status(?:code)?[=: ]+403|\"code\": ?403", re.IGNORECASE)
-
-
-def _wait(what, predicate, timeout=60.0, interval=0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _get(kube, *args):
@@ -173,21 +163,21 @@ def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
 
     # create -> RayJob created (by the operator, as the chart's ServiceAccount)
     kube.kubectl("apply", "-f", "-", input=json.dumps(_example(name, ns)))
-    rayjob = _wait("the RayJob", lambda: _get(kube, "rayjob", name, "-n", ns), 90)
+    rayjob = wait_for("the RayJob", lambda: _get(kube, "rayjob", name, "-n", ns), 90)
     owners = rayjob["metadata"].get("ownerReferences") or []
     assert [o["kind"] for o in owners] == ["DetectionJob"], owners
-    _wait("phase Pending", lambda: _phase(kube, name, ns) == "Pending")
+    wait_for("phase Pending", lambda: _phase(kube, name, ns) == "Pending")
 
     # KubeRay's part, by hand: the Ray cluster comes up, the job runs, then succeeds.
     _patch_rayjob_status(kube, name, ns, {
         "jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
         "rayClusterName": f"{name}-raycluster-abcde", "jobId": f"{name}-job",
         "startTime": "2026-01-01T00:00:00Z"})
-    _wait("phase Running", lambda: _phase(kube, name, ns) == "Running")
+    wait_for("phase Running", lambda: _phase(kube, name, ns) == "Running")
     _patch_rayjob_status(kube, name, ns, {
         "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED",
         "endTime": "2026-01-01T00:10:00Z"})
-    _wait("phase Succeeded", lambda: _phase(kube, name, ns) == "Succeeded")
+    wait_for("phase Succeeded", lambda: _phase(kube, name, ns) == "Succeeded")
     dj = _get(kube, "detectionjob", name, "-n", ns)
     assert dj["status"]["rayJobName"] == name
 
@@ -212,10 +202,10 @@ def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
 
     # delete -> the RayJob and the reporter objects go with their owner (garbage collector).
     kube.kubectl("delete", "detectionjob", name, "-n", ns, "--wait=false")
-    _wait("the DetectionJob gone", lambda: _get(kube, "detectionjob", name, "-n", ns) is None,
+    wait_for("the DetectionJob gone", lambda: _get(kube, "detectionjob", name, "-n", ns) is None,
           60)
-    _wait("the RayJob gone", lambda: _get(kube, "rayjob", name, "-n", ns) is None, 60)
-    _wait("the reporter gone", lambda: _get(kube, "serviceaccount", reporter, "-n", ns) is None,
+    wait_for("the RayJob gone", lambda: _get(kube, "rayjob", name, "-n", ns) is None, 60)
+    wait_for("the reporter gone", lambda: _get(kube, "serviceaccount", reporter, "-n", ns) is None,
           60)
 
     if inst.mode == "peering":
@@ -273,7 +263,7 @@ def test_two_replicas_with_peering_share_the_work(kube, kuberay, tmp_path):
         a, b = inst.start_operator(0), inst.start_operator(1)
         ns = inst.jobs
         kube.kubectl("apply", "-f", "-", input=json.dumps(_example("ha-1", ns)))
-        _wait("the RayJob of ha-1", lambda: _get(kube, "rayjob", "ha-1", "-n", ns), 90)
+        wait_for("the RayJob of ha-1", lambda: _get(kube, "rayjob", "ha-1", "-n", ns), 90)
         time.sleep(3)
         counts = [_created_total(a), _created_total(b)]
         assert sorted(counts) == [0.0, 1.0], counts
@@ -281,7 +271,7 @@ def test_two_replicas_with_peering_share_the_work(kube, kuberay, tmp_path):
 
         active.stop()  # a rolling update or a lost node
         kube.kubectl("apply", "-f", "-", input=json.dumps(_example("ha-2", ns)))
-        _wait("the standby to take over (RayJob of ha-2)",
+        wait_for("the standby to take over (RayJob of ha-2)",
               lambda: _get(kube, "rayjob", "ha-2", "-n", ns), 120)
         assert _created_total(standby) == 1.0
         inst.stop()

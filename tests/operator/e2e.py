@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import harness
 from djtest import ROOT
 
 CRD = ROOT / "manifests" / "crd" / "detectionjob.dev_detectionjobs.yaml"
@@ -45,19 +45,8 @@ def free_port() -> int:
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120,
              interval: float = 0.2) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last problem
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    """:func:`harness.wait_for`, retrying through API errors (the operator may be restarting)."""
+    return harness.wait_for(what, fn, timeout, interval, retry_errors=True)
 
 
 class Operator:
