@@ -586,15 +586,9 @@ def test_namespaced_role_is_enough_for_explicit_namespaces(kube, api, tmp_path):
         op.stop()
 
 
-def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, kuberay):
-    """--peering: two replicas, the higher priority one works; when it stops, the other does."""
-    ns = "djpeering-e2e"  # outside the module operator's dje2e-* glob
-    kube.create_namespace(ns)
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                 str(ROOT / "manifests" / "base" / "kopf.dev_peerings.yaml"))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 "crd/kopfpeerings.kopf.dev")
-    peering_rbac = [
+def peering_rbac_docs() -> list[dict]:
+    """The operator ServiceAccount's kopf peering rights (ClusterRole + binding), as in RBAC.md."""
+    return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": "dje2e-operator-peering"},
          "rules": [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
@@ -604,7 +598,20 @@ def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, ku
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                      "name": "dje2e-operator-peering"},
          "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
-                       "namespace": SYSTEM_NS}]},
+                       "namespace": SYSTEM_NS}]}
+    ]
+
+
+def test_peering_one_active_replica(kube, api, operator_kubeconfig, tmp_path, kuberay):
+    """--peering: two replicas, the higher priority one works; when it stops, the other does."""
+    ns = "djpeering-e2e"  # outside the module operator's dje2e-* glob
+    kube.create_namespace(ns)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(ROOT / "manifests" / "base" / "kopf.dev_peerings.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/kopfpeerings.kopf.dev")
+    peering_rbac = [
+        *peering_rbac_docs(),
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
          "metadata": {"name": "detectionjob", "namespace": ns}},
     ]
@@ -646,17 +653,7 @@ def test_identical_replicas_do_not_tie(kube, api, operator_kubeconfig, tmp_path,
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
          "metadata": {"name": "detectionjob", "namespace": ns}}))
     # Peering RBAC: from test_peering_one_active_replica's ClusterRole (same ServiceAccount).
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "dje2e-operator-peering"},
-         "rules": [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
-                    "verbs": ["get", "list", "watch", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "dje2e-operator-peering"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": "dje2e-operator-peering"},
-         "subjects": [{"kind": "ServiceAccount", "name": "detectionjob-operator",
-                       "namespace": SYSTEM_NS}]}]))
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(peering_rbac_docs()))
     replicas = [Operator(operator_kubeconfig, [ns], tmp_path / f"r{i}.log",
                          ["--peering", "detectionjob"]).start() for i in range(2)]
     try:
