@@ -26,7 +26,7 @@ def decode_image(data: bytes) -> np.ndarray:
     array = np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy needs no copy
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"decoded to an empty image of shape {array.shape}")
-    return np.ascontiguousarray(array)
+    return array  # np.array made a fresh, contiguous, writable copy
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:

@@ -17,7 +17,7 @@ def _nested_lists(values: np.ndarray, counts: list[int], mask: np.ndarray, width
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     flat = pa.array(values.reshape(-1))
     if width:
-        inner_offsets = pa.array(np.arange(0, flat.__len__() + 1, width, dtype=np.int32))
+        inner_offsets = pa.array(np.arange(0, len(flat) + 1, width, dtype=np.int32))
         flat = pa.ListArray.from_arrays(inner_offsets, flat)
     return pa.ListArray.from_arrays(offsets, flat, mask=pa.array(mask))
 

@@ -16,7 +16,7 @@ from inference.detector import Detector
 from inference.models import ModelError, ModelSpec, check_model_name
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.summary import Summary
-from inference.uris import list_images, normalize_extensions, resolve
+from inference.uris import Location, list_images, normalize_extensions, resolve
 from inference.writer import SAMPLES_DIR, SUMMARY_NAME, PartWriter, clear_outputs, done_paths
 
 log = logging.getLogger("detectionjob")
@@ -156,21 +156,18 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     if progress:
         progress(summary.images, summary.total, summary.failed)
 
-    result = summary.as_dict()
-    result.update(
-        input=config.input, output=config.output, model=config.model, weights=config.weights,
-        score_threshold=config.score_threshold, listed_images=listed, skipped_existing=skipped,
-        files=[dst.uri(f) for f in writer.files],
-        pool=asdict(plan) if plan else None,
-    )
+    samples = []
     if config.samples:
         from inference.visualize import write_samples
 
-        samples_loc = resolve(dst.uri(dst.join(SAMPLES_DIR)), option="--output")
-        result["samples"] = write_samples(dst, samples_loc, config.samples)
-    result["wall_seconds"] = round(time.monotonic() - started, 3)
-    result["images_per_second"] = (
-        round(result["images"] / result["wall_seconds"], 3) if result["wall_seconds"] else 0.0
+        samples = write_samples(dst, Location(dst.fs, dst.join(SAMPLES_DIR), dst.scheme), config.samples)
+    result = summary.as_dict()  # wall time and images/s up to here, samples included
+    result.update(
+        input=config.input, output=config.output, model=config.model, weights=config.weights,
+        score_threshold=config.score_threshold, listed_images=listed, skipped_existing=skipped,
+        files=[dst.uri(f) for f in writer.files], pool=asdict(plan) if plan else None,
     )
+    if config.samples:
+        result["samples"] = samples
     writer.write_json(SUMMARY_NAME, result)
     return result

@@ -46,9 +46,8 @@ def clear_outputs(out: Location) -> int:
     for part in existing_parts(out):
         out.fs.delete_file(part)
         removed += 1
-    for name in (SUMMARY_NAME,):
-        if out.fs.get_file_info(out.join(name)).type == pafs.FileType.File:
-            out.fs.delete_file(out.join(name))
+    if out.fs.get_file_info(out.join(SUMMARY_NAME)).type == pafs.FileType.File:
+        out.fs.delete_file(out.join(SUMMARY_NAME))
     if out.fs.get_file_info(out.join(SAMPLES_DIR)).type == pafs.FileType.Directory:
         out.fs.delete_dir(out.join(SAMPLES_DIR))
     return removed

@@ -108,7 +108,6 @@ def test_samples_are_annotated_originals(equivalence_run):
     assert len(pngs) == 2 == len(summary["samples"])
     for png in pngs:
         drawn = np.asarray(Image.open(png).convert("RGB"))
-        source = next(p for p in summary["files"] if p)  # noqa: F841 - files exist
         original = Path(read_rows(out).path.iloc[0]).parent / (png.stem.split("-", 1)[1] + ".jpg")
         assert drawn.shape == decode_image(original.read_bytes()).shape
         assert (drawn != decode_image(original.read_bytes())).any(), "boxes must be drawn"
@@ -128,7 +127,8 @@ def test_bad_files_become_error_rows(ray_runtime, sample_dir, tmp_path):
     out = tmp_path / "out"
     summary = run(RunConfig(input=str(src), output=str(out), model=FAST_MODEL, weights="none",
                             score_threshold=0.0, batch_size=2))
-    rows = read_rows(out).set_index(read_rows(out).path.map(lambda p: Path(p).name))
+    rows = read_rows(out)
+    rows = rows.set_index(rows.path.map(lambda p: Path(p).name))
     assert sorted(rows.index) == ["corrupt.jpg", "notes.jpeg", "sample_0000.jpg", "sample_0001.jpg",
                                   "truncated.jpg", "zero.png"]
     for name in ("corrupt.jpg", "notes.jpeg", "truncated.jpg", "zero.png"):
