@@ -95,7 +95,7 @@ class Operator:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
