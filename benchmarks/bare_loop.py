@@ -26,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     model, _ = build_model(ModelSpec(a.model, "none", score_threshold=0.5))
     model = model.to(a.device)
-    images = [torch.from_numpy(decode_image(Path(f).read_bytes())).permute(2, 0, 1)
+    images = [torch.from_numpy(decode_image(Path(f).read_bytes()).copy()).permute(2, 0, 1)
               for f in sorted(glob.glob(os.path.join(a.images, "*.jpg")))]
     with torch.inference_mode():
         model([images[0].to(a.device).float() / 255])  # warm-up, not timed

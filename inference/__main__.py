@@ -1,7 +1,5 @@
 """``python -m inference`` is the ``detectionjob`` command."""
 
-import sys
+from inference.cli import entry
 
-from inference.cli import main
-
-sys.exit(main())
+entry()

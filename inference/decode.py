@@ -15,18 +15,18 @@ Image.MAX_IMAGE_PIXELS = 178_956_970
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes to a contiguous ``uint8`` array of shape ``(H, W, 3)``."""
+    """Decode encoded image bytes to a contiguous, read-only ``uint8`` array of shape ``(H, W, 3)``."""
     if not data:
         raise ValueError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # forces the full decode: truncated files fail here
-            rgb = img.convert("RGB")
-    array = np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy needs no copy
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            array = np.asarray(rgb)  # one copy out of Pillow; convert() would add another
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"decoded to an empty image of shape {array.shape}")
-    return array  # np.array made a fresh, contiguous, writable copy
+    return array
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:

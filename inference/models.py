@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-DEFAULT_MODEL = "fasterrcnn_resnet50_fpn_v2"
+from inference.spec import DEFAULT_MODEL, ModelError, ModelSpec
+
+__all__ = ["DEFAULT_MODEL", "ModelError", "ModelSpec", "build_model", "check_model_name", "detection_models"]
+
 # Keys holding the classifier of two-stage models; used to infer num_classes of a saved state_dict.
 _CLASS_KEYS = ("roi_heads.box_predictor.cls_score.weight",)
-
-
-class ModelError(ValueError):
-    """A model name or weights value that cannot be used; the message names the option."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to build: ``weights`` is ``DEFAULT``, an enum member name, ``none``, or a path/URI."""
-
-    name: str = DEFAULT_MODEL
-    weights: str = "DEFAULT"
-    score_threshold: float = 0.5
-    seed: int = 0
 
 
 def detection_models() -> list[str]:

@@ -7,14 +7,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.fs as pafs
 
 from inference.decode import load_images
-from inference.detector import Detector
-from inference.models import ModelError, ModelSpec, check_model_name
 from inference.pool import PoolPlan, parse_workers, plan_pool
+from inference.spec import ModelError, ModelSpec
 from inference.summary import Summary
 from inference.uris import Location, list_images, normalize_extensions, resolve
 from inference.writer import SAMPLES_DIR, SUMMARY_NAME, PartWriter, clear_outputs, done_paths
@@ -48,7 +48,7 @@ class RunConfig:
     rows_per_file: int = 1000
 
     def validate(self) -> None:
-        """Fail fast, before Ray starts, with the option named."""
+        """Fail fast, before Ray starts, with the option named (the model name: see ``_load_detector``)."""
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -62,13 +62,21 @@ class RunConfig:
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"--precision: one of fp32, fp16, bf16, got {self.precision!r}")
         parse_workers(self.workers)
-        check_model_name(self.model)
         w = self.weights
         is_file = ("/" in w or w.endswith((".pth", ".pt"))) and not w.startswith(("http://", "https://"))
         if is_file and w.lower() != "none":
             loc = resolve(w, option="--weights")
             if loc.fs.get_file_info(loc.path).type != pafs.FileType.File:
                 raise ModelError(f"--weights: no file at {w!r}")
+
+
+def _load_detector(model: str) -> type:
+    """Import torch, torchvision and the detector (seconds of work) and check the model name."""
+    from inference.detector import Detector
+    from inference.models import check_model_name
+
+    check_model_name(model)
+    return Detector
 
 
 def _start_ray(address: str | None) -> None:
@@ -86,7 +94,8 @@ def _cluster_resources() -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunConfig, plan: PoolPlan):
+def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunConfig, plan: PoolPlan,
+                  detector: type):
     """The streaming Ray Data pipeline, top to bottom."""
     import ray.data
 
@@ -100,7 +109,7 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
         .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=1)
         # Detect on the actor pool; float conversion happens on the actor's device.
         .map_batches(
-            Detector,
+            detector,
             fn_constructor_kwargs={"spec": spec, "device": plan.device,
                                    "num_threads": plan.torch_threads, "precision": config.precision},
             batch_size=config.batch_size,
@@ -116,21 +125,26 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     """Run the job; returns the summary that is also written to ``_summary.json``."""
     started = time.monotonic()
     config.validate()
-    src = resolve(config.input, option="--input")
-    dst = resolve(config.output, option="--output")
-    files = list_images(src, normalize_extensions(config.extensions))
-    listed = len(files)
-    skipped = 0
-    if config.resume:
-        done = done_paths(dst)
-        files = [f for f in files if src.uri(f) not in done]
+    with ThreadPoolExecutor(1, thread_name_prefix="import-detector") as pool:
+        # torch's imports overlap listing and Ray's start-up; a bad --model fails right after,
+        # before anything in the output is touched.
+        loading: Future[type] = pool.submit(_load_detector, config.model)
+        src = resolve(config.input, option="--input")
+        dst = resolve(config.output, option="--output")
+        files = list_images(src, normalize_extensions(config.extensions))
+        listed = len(files)
+        if config.resume:
+            done = done_paths(dst)
+            files = [f for f in files if src.uri(f) not in done]
         skipped = listed - len(files)
-    else:
+        files = files[: config.limit]
+        if files:
+            _start_ray(config.ray_address)
+        detector = loading.result()
+    if not config.resume:
         removed = clear_outputs(dst)
         if removed:
             log.info("overwrite: removed %d part files of an earlier run", removed)
-    if config.limit is not None:
-        files = files[: config.limit]
 
     summary = Summary(total=len(files), started=started)
     writer = PartWriter(dst, rows_per_file=config.rows_per_file)
@@ -138,11 +152,10 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     print(f"[detectionjob] {listed} images listed under {config.input}, {skipped} already done, "
           f"{len(files)} to process", file=sys.stderr, flush=True)
     if files:
-        _start_ray(config.ray_address)
         plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
         for note in plan.notes:
             print(f"[detectionjob] {note}", file=sys.stderr, flush=True)
-        ds = build_dataset([(f, src.uri(f)) for f in files], src.fs, config, plan)
+        ds = build_dataset([(f, src.uri(f)) for f in files], src.fs, config, plan, detector)
         last = time.monotonic()
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(table)

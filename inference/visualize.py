@@ -38,7 +38,7 @@ def pick_rows(table: pa.Table, n: int) -> list[dict]:
 def annotate(row: dict, min_score: float) -> np.ndarray:
     """The original image of ``row`` with its boxes (score >= ``min_score``) drawn; uint8 HWC."""
     loc = resolve(row["path"], option="path")
-    image = torch.from_numpy(decode_image(read_bytes(loc.fs, loc.path))).permute(2, 0, 1)
+    image = torch.from_numpy(decode_image(read_bytes(loc.fs, loc.path)).copy()).permute(2, 0, 1)
     keep = [i for i, s in enumerate(row["scores"] or []) if s >= min_score]
     if not keep:
         return image.permute(1, 2, 0).numpy()

@@ -46,7 +46,7 @@ def calibrated_random_weights(name: str, images: list[Path], seed: int = 0) -> d
     """
     torch.manual_seed(seed)
     model = get_model(name, weights=None, weights_backbone=None).eval()
-    tensors = [torch.from_numpy(decode_image(p.read_bytes())).permute(2, 0, 1).float() / 255
+    tensors = [torch.from_numpy(decode_image(p.read_bytes()).copy()).permute(2, 0, 1).float() / 255
                for p in images]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for bn in norms:

@@ -55,7 +55,7 @@ def test_matches_plain_pytorch_per_image(equivalence_run, sample_dir, test_weigh
     for row in rows.itertuples():
         image = decode_image(Path(row.path).read_bytes())
         with torch.inference_mode():  # the example's single-image path
-            ref = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
+            ref = model([torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255])[0]
         ref_boxes, ref_scores = ref["boxes"].numpy(), ref["scores"].numpy()
         boxes = np.array([list(b) for b in row.boxes], dtype=np.float32).reshape(-1, 4)
         assert pd.isna(row.error)
