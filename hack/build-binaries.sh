@@ -129,6 +129,22 @@ run_cached() {
   fi
   trap - EXIT
   log "built $(basename "$dir") in $((SECONDS - start)) s ($(du -sh "$dir" | cut -f1))"
+  prune_older "$dir"
+}
+
+# prune_older DIR: a new version of a component replaces the older ones in the cache
+# (kube-v1.37.2-<key> replaces kube-v*, never kuberay-v*). In-progress *.tmp.* builds are
+# left alone. DETECTIONJOB_KEEP_OLD_BINARIES=1 keeps them (checkouts at different versions
+# sharing one cache).
+prune_older() {
+  local dir=$1 component old
+  [[ ${DETECTIONJOB_KEEP_OLD_BINARIES:-0} == 1 ]] && return 0
+  component=$(basename "$dir"); component=${component%%-v*}
+  for old in "$CACHE/$component"-v*; do
+    [[ -d $old && $old != "$dir" && $old != *.tmp.* ]] || continue
+    log "pruning $(basename "$old") (replaced by $(basename "$dir"))"
+    rm -rf "$old"
+  done
 }
 
 build_kube() {
