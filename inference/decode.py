@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -11,19 +12,26 @@ from PIL import Image
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 # Refuse decompression bombs (and say so in the row) instead of allocating gigabytes.
-Image.MAX_IMAGE_PIXELS = 178_956_970
+MAX_PIXELS = 178_956_970
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this at open()
+# Files read and decoded at once per process: object-store GETs overlap, and Pillow releases the
+# GIL while decoding, so a block's images decode on every core the task has.
+READ_THREADS = 8
+_pool: ThreadPoolExecutor | None = None
 
 
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes to a contiguous, read-only ``uint8`` array of shape ``(H, W, 3)``."""
     if not data:
         raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # forces the full decode: truncated files fail here
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            array = np.asarray(rgb)  # one copy out of Pillow; convert() would add another
+    with Image.open(io.BytesIO(data)) as img:
+        # Checked here, not through Pillow's warning: warning filters are not thread-safe.
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"image too large: {img.width}x{img.height} pixels "
+                             f"(more than {MAX_PIXELS}; a decompression bomb?)")
+        img.load()  # forces the full decode: truncated files fail here
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        array = np.asarray(rgb)  # one copy out of Pillow; convert() would add another
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"decoded to an empty image of shape {array.shape}")
     return array
@@ -39,22 +47,30 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def load_one(fs: pafs.FileSystem, path: str) -> tuple[np.ndarray, str | None]:
+    """``(image, None)``, or ``(EMPTY_IMAGE, error message)`` for a file that cannot be used."""
+    try:
+        return decode_image(read_bytes(fs, path)), None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an error row
+        return EMPTY_IMAGE, _describe(exc)
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read-decode")
+    return _pool
+
+
 def load_images(batch: dict[str, np.ndarray], fs: pafs.FileSystem) -> dict[str, np.ndarray]:
     """Ray Data UDF: ``{path, uri}`` rows -> ``path (uri), image (uint8 HWC), width, height, error``."""
-    images, errors = [], []
-    for path in batch["path"]:
-        try:
-            image, error = decode_image(read_bytes(fs, str(path))), None
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an error row
-            image, error = EMPTY_IMAGE, _describe(exc)
-        images.append(image)
-        errors.append(error)
-    column = np.empty(len(images), dtype=object)
-    column[:] = images
+    loaded = list(_threads().map(partial(load_one, fs), [str(p) for p in batch["path"]]))
+    column = np.empty(len(loaded), dtype=object)
+    column[:] = [image for image, _ in loaded]
     return {
         "path": batch["uri"],
         "image": column,
-        "width": np.asarray([im.shape[1] for im in images], dtype=np.int32),
-        "height": np.asarray([im.shape[0] for im in images], dtype=np.int32),
-        "error": np.asarray(errors, dtype=object),
+        "width": np.asarray([image.shape[1] for image, _ in loaded], dtype=np.int32),
+        "height": np.asarray([image.shape[0] for image, _ in loaded], dtype=np.int32),
+        "error": np.asarray([error for _, error in loaded], dtype=object),
     }

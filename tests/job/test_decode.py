@@ -1,0 +1,71 @@
+"""Reading and decoding: every file gives one row in order; bad files give errors, not crashes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+from PIL import Image
+
+from inference import decode
+from inference.decode import decode_image, load_images
+
+
+def encode(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    image = Image.fromarray(array)
+    (image.convert(mode) if mode else image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_any_mode_decodes_to_rgb_uint8():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    exact = decode_image(encode(rgb, "PNG"))
+    assert exact.dtype == np.uint8 and exact.shape == (30, 40, 3) and (exact == rgb).all()
+    for mode in ("L", "RGBA", "P", "CMYK"):
+        fmt = "JPEG" if mode == "CMYK" else "PNG"
+        out = decode_image(encode(rgb, fmt, mode))
+        assert out.shape == (30, 40, 3) and out.dtype == np.uint8, mode
+
+
+def test_oversized_images_are_refused_before_decoding(monkeypatch):
+    data = encode(np.zeros((100, 100, 3), dtype=np.uint8), "PNG")
+    monkeypatch.setattr(decode, "MAX_PIXELS", 100 * 100 - 1)
+    with pytest.raises(ValueError, match="image too large: 100x100"):
+        decode_image(data)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 100 * 100)
+    assert decode_image(data).shape == (100, 100, 3)
+
+
+def test_load_images_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    paths, expected = [], []
+    for i in range(20):  # more files than READ_THREADS, with failures in between
+        p = tmp_path / f"f{i:02d}.png"
+        if i % 5 == 3:
+            p.write_bytes(b"not an image")
+            expected.append(None)
+        else:
+            size = (10 + i, 20 + i, 3)
+            p.write_bytes(encode(rng.integers(0, 256, size, dtype=np.uint8), "PNG"))
+            expected.append(size)
+        paths.append(str(p))
+    paths.append(str(tmp_path / "missing.png"))
+    expected.append(None)
+    batch = {"path": np.array(paths, dtype=object), "uri": np.array([f"u{i}" for i in range(21)],
+                                                                    dtype=object)}
+    out = load_images(batch, pafs.LocalFileSystem())
+    assert list(out["path"]) == [f"u{i}" for i in range(21)]
+    for i, size in enumerate(expected):
+        if size is None:
+            assert isinstance(out["error"][i], str) and out["error"][i], i
+            assert out["image"][i].shape == (0, 0, 3) and out["width"][i] == out["height"][i] == 0
+        else:
+            assert out["error"][i] is None
+            assert out["image"][i].shape == size
+            assert (out["width"][i], out["height"][i]) == (size[1], size[0])
+    assert "FileNotFoundError" in out["error"][20] or "No such file" in out["error"][20]
