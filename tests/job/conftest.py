@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from torchvision.models import get_model
 from inference.decode import decode_image
 from inference.samples import make_samples
 
-FAST_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from jobtest import FAST_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="session")

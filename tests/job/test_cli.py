@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-FAST_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
-
+from jobtest import FAST_MODEL
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from jobtest import FAST_MODEL
 from PIL import Image
 
 from inference.decode import decode_image
 from inference.models import ModelSpec, build_model
 from inference.pipeline import RunConfig, run
 from inference.schema import OUTPUT_SCHEMA
-
-FAST_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
 def read_rows(out: Path) -> pd.DataFrame:

@@ -6,10 +6,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from jobtest import FAST_MODEL
 
 from inference.pipeline import RunConfig, run
-
-FAST_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
 @pytest.mark.cluster
