@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-from inference.spec import DEFAULT_MODEL, ModelError, ModelSpec
+from inference.spec import DEFAULT_MODEL, ModelError, ModelSpec, check_model_name
 
 __all__ = ["DEFAULT_MODEL", "ModelError", "ModelSpec", "build_model", "check_model_name", "detection_models"]
 
@@ -18,15 +18,8 @@ _CLASS_KEYS = ("roi_heads.box_predictor.cls_score.weight",)
 
 
 def detection_models() -> list[str]:
+    """The installed torchvision's detection builders (``spec.DETECTION_MODELS`` must equal these)."""
     return sorted(list_models(module=torchvision.models.detection))
-
-
-def check_model_name(name: str) -> None:
-    if name not in detection_models():
-        raise ModelError(
-            f"--model: {name!r} is not a torchvision detection model; choose one of "
-            + ", ".join(detection_models())
-        )
 
 
 def _weights_enum(spec: ModelSpec) -> Any | None:

@@ -7,14 +7,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.fs as pafs
 
 from inference.decode import load_images
+from inference.detect_stage import DetectStage
 from inference.pool import PoolPlan, parse_workers, plan_pool
-from inference.spec import ModelError, ModelSpec
+from inference.spec import ModelError, ModelSpec, check_model_name
 from inference.summary import Summary
 from inference.uris import Location, list_images, normalize_extensions, resolve
 from inference.writer import SAMPLES_DIR, SUMMARY_NAME, PartWriter, clear_outputs, done_paths
@@ -48,7 +48,8 @@ class RunConfig:
     rows_per_file: int = 1000
 
     def validate(self) -> None:
-        """Fail fast, before Ray starts, with the option named (the model name: see ``_load_detector``)."""
+        """Fail fast, before Ray starts and before the output is touched, with the option named."""
+        check_model_name(self.model)
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -70,15 +71,6 @@ class RunConfig:
                 raise ModelError(f"--weights: no file at {w!r}")
 
 
-def _load_detector(model: str) -> type:
-    """Import torch, torchvision and the detector (seconds of work) and check the model name."""
-    from inference.detector import Detector
-    from inference.models import check_model_name
-
-    check_model_name(model)
-    return Detector
-
-
 def _start_ray(address: str | None) -> None:
     import ray
 
@@ -94,8 +86,7 @@ def _cluster_resources() -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunConfig, plan: PoolPlan,
-                  detector: type):
+def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunConfig, plan: PoolPlan):
     """The streaming Ray Data pipeline, top to bottom."""
     import ray.data
 
@@ -109,7 +100,7 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
         .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=1)
         # Detect on the actor pool; float conversion happens on the actor's device.
         .map_batches(
-            detector,
+            DetectStage,
             fn_constructor_kwargs={"spec": spec, "device": plan.device,
                                    "num_threads": plan.torch_threads, "precision": config.precision},
             batch_size=config.batch_size,
@@ -125,22 +116,17 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     """Run the job; returns the summary that is also written to ``_summary.json``."""
     started = time.monotonic()
     config.validate()
-    with ThreadPoolExecutor(1, thread_name_prefix="import-detector") as pool:
-        # torch's imports overlap listing and Ray's start-up; a bad --model fails right after,
-        # before anything in the output is touched.
-        loading: Future[type] = pool.submit(_load_detector, config.model)
-        src = resolve(config.input, option="--input")
-        dst = resolve(config.output, option="--output")
-        files = list_images(src, normalize_extensions(config.extensions))
-        listed = len(files)
-        if config.resume:
-            done = done_paths(dst)
-            files = [f for f in files if src.uri(f) not in done]
-        skipped = listed - len(files)
-        files = files[: config.limit]
-        if files:
-            _start_ray(config.ray_address)
-        detector = loading.result()
+    src = resolve(config.input, option="--input")
+    dst = resolve(config.output, option="--output")
+    files = list_images(src, normalize_extensions(config.extensions))
+    listed = len(files)
+    if config.resume:
+        done = done_paths(dst)
+        files = [f for f in files if src.uri(f) not in done]
+    skipped = listed - len(files)
+    files = files[: config.limit]
+    if files:
+        _start_ray(config.ray_address)
     if not config.resume:
         removed = clear_outputs(dst)
         if removed:
@@ -155,7 +141,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
         plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
         for note in plan.notes:
             print(f"[detectionjob] {note}", file=sys.stderr, flush=True)
-        ds = build_dataset([(f, src.uri(f)) for f in files], src.fs, config, plan, detector)
+        ds = build_dataset([(f, src.uri(f)) for f in files], src.fs, config, plan)
         last = time.monotonic()
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(table)

@@ -6,9 +6,33 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn_v2"
 
+# torchvision's detection builders (``list_models(module=torchvision.models.detection)`` of the pinned
+# torchvision; a test keeps the two equal), so the driver checks ``--model`` without importing torch.
+DETECTION_MODELS = (
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+    "keypointrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "ssd300_vgg16",
+    "ssdlite320_mobilenet_v3_large",
+)
+
 
 class ModelError(ValueError):
     """A model name or weights value that cannot be used; the message names the option."""
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ModelError`` naming ``--model`` unless ``name`` is a torchvision detection builder."""
+    if name not in DETECTION_MODELS:
+        raise ModelError(f"--model: {name!r} is not a torchvision detection model; choose one of "
+                         + ", ".join(DETECTION_MODELS))
 
 
 @dataclass(frozen=True)
