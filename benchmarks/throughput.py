@@ -1,7 +1,9 @@
 """Throughput benchmark: bare PyTorch loop vs the reference Ray Data example vs ``detectionjob run``.
 
 One run, same generated VOC-sized images, same model and batch size; each pipeline runs as its own
-process tree, timed and memory-sampled from outside. Prints a Markdown table with ratios.
+process tree, timed and memory-sampled from outside. Prints a Markdown table with ratios. With other
+pipelines to compare, the bare loop runs first and last and the ratios use the mean of the two, since
+a shared machine's speed drifts over the minutes a run takes.
 
     python benchmarks/throughput.py --n 2048 --model fasterrcnn_mobilenet_v3_large_320_fpn
     python benchmarks/throughput.py --n 256 --memory-n 256,4096 --deadlock-check
@@ -44,7 +46,8 @@ def gib(b: int) -> str:
 
 def bare(args, images: Path) -> dict:
     r = run_measured([sys.executable, str(HERE / "bare_loop.py"), "--images", str(images), "--model",
-                      args.model, "--batch-size", str(args.batch_size)], timeout=args.timeout)
+                      args.model, "--batch-size", str(args.batch_size)], timeout=args.timeout,
+                     interval=args.memory_interval)
     assert r["rc"] == 0, r["stderr"][-3000:]
     inner = json.loads(r["stdout"].strip().splitlines()[-1])
     return {**r, "images": inner["images"], "rate": inner["images"] / inner["seconds"],
@@ -55,7 +58,7 @@ def reference(args, images: Path, n: int, concurrency: int, timeout: float) -> d
     with tempfile.TemporaryDirectory() as out:
         r = run_measured([sys.executable, str(HERE / "reference.py"), "--images", str(images), "--output",
                           out, "--model", args.model, "--batch-size", "4", "--concurrency",
-                          str(concurrency)], timeout=timeout)
+                          str(concurrency)], timeout=timeout, interval=args.memory_interval)
     if r["timed_out"]:
         return {**r, "images": n, "rate": 0.0, "note": f"concurrency={concurrency}: hung, killed after "
                                                        f"{timeout:.0f} s"}
@@ -71,7 +74,7 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
                out, "--model", args.model, "--weights", "none", "--batch-size", str(args.batch_size)]
         cmd += ["--workers", workers] if workers else []
         cmd += ["--precision", args.precision] if args.precision != "fp32" else []
-        r = run_measured(cmd, timeout=timeout or args.timeout)
+        r = run_measured(cmd, timeout=timeout or args.timeout, interval=args.memory_interval)
     if r["timed_out"]:
         return {**r, "images": n, "rate": 0.0, "note": f"hung, killed after {timeout:.0f} s"}
     assert r["rc"] == 0, r["stderr"][-3000:]
@@ -105,6 +108,11 @@ def main() -> None:
     p.add_argument("--memory-n", default="", help="e.g. 256,4096: detectionjob peak memory at each N")
     p.add_argument("--deadlock-check", action="store_true",
                    help="also run reference and detectionjob with 2 workers on the (2-CPU) machine")
+    p.add_argument("--memory-interval", type=float, default=2.0,
+                   help="seconds between memory samples (default: %(default)s); reading PSS walks every "
+                        "process's page tables, about 5 ms per process, which slows what it measures")
+    p.add_argument("--no-bracket", action="store_true",
+                   help="run the bare loop once, not before and after the other pipelines")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--json", help="write raw results here")
     args = p.parse_args()
@@ -112,17 +120,27 @@ def main() -> None:
     images = images_dir(args.n)
     rows: dict[str, dict] = {}
     modes = args.modes.split(",")
+    bracket = "bare" in modes and len(modes) > 1 and not args.no_bracket
     if "bare" in modes:
-        rows["bare PyTorch loop"] = bare(args, images)
+        rows["bare PyTorch loop" + (" (first)" if bracket else "")] = bare(args, images)
     if "reference" in modes:
         rows["reference Ray Data example"] = reference(args, images, args.n, args.reference_concurrency,
                                                        args.timeout)
     if "detectionjob" in modes:
         rows["detectionjob run"] = detectionjob(args, images, args.n)
-    base = rows.get("bare PyTorch loop", {}).get("rate")
+    if bracket:
+        # This machine's speed drifts over minutes: the floor is the mean of a run before and after.
+        rows["bare PyTorch loop (last)"] = bare(args, images)
+    bare_rates = [r["rate"] for name, r in rows.items() if name.startswith("bare")]
+    base = sum(bare_rates) / len(bare_rates) if bare_rates else None
 
     print(f"\n{datetime.date.today()} | {versions()}")
-    print(f"model {args.model}, N = {args.n} VOC-sized (500x375) images, precision {args.precision}\n")
+    print(f"model {args.model}, N = {args.n} VOC-sized (500x375) images, precision {args.precision}, "
+          f"memory sampled every {args.memory_interval:g} s")
+    if len(bare_rates) > 1:
+        print(f"bare loop: {' and '.join(f'{r:.2f}' for r in bare_rates)} images/s before and after; "
+              f"ratios are to their mean, {base:.2f}")
+    print()
     print("| pipeline | images/s | vs bare loop | wall s | peak memory (PSS, process tree) | notes |")
     print("|---|---:|---:|---:|---:|---|")
     for name, r in rows.items():
