@@ -108,6 +108,7 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus,
+            runtime_env={"env_vars": plan.env_vars()},  # merged into the job's runtime env
         )
     )
 

@@ -42,6 +42,16 @@ class PoolPlan:
     device: str
     notes: list[str] = field(default_factory=list)
 
+    def env_vars(self) -> dict[str, str]:
+        """Environment of each detector actor's process, set by Ray before it starts.
+
+        Ray renices worker processes to 15 and sets ``OMP_NUM_THREADS`` to the CPU request (1 here).
+        At nice 15 every wake-up of the driver and Ray's daemons preempts the model's OpenMP threads,
+        and OpenMP started with one thread stays slower after ``torch.set_num_threads``: together
+        about 7 % of a 2-core machine's throughput (benchmarks/RESULTS.md). The detector is the job.
+        """
+        return {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": str(self.torch_threads)}
+
 
 def plan_pool(
     workers: tuple[int, int] | None,

@@ -1,4 +1,4 @@
-"""The driver runs without torch; the detector stage sets the actor's OpenMP threads before torch loads."""
+"""The driver runs without torch; the detector actor runs at nice 0 with its own OpenMP threads."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from inference.decode import load_images
 from inference.detect_stage import DetectStage
 from inference.detector import Detector
 from inference.models import detection_models
+from inference.pool import plan_pool
 from inference.spec import DETECTION_MODELS, ModelError, ModelSpec, check_model_name
 
 
-def run_python(code: str, **env: str) -> str:
+def run_python(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
 
@@ -43,13 +44,26 @@ def test_driver_modules_do_not_import_torch():
     assert json.loads(run_python("import json; " + code)) == []
 
 
-def test_stage_sets_openmp_threads_before_torch_loads():
-    # Ray sets OMP_NUM_THREADS to the actor's CPU request (1) before the actor's constructor runs.
-    code = ("import os, json; from inference.detect_stage import DetectStage; "
-            "from inference.spec import ModelSpec; "
-            f"s = DetectStage(ModelSpec({FAST_MODEL!r}, 'none'), num_threads=2); import torch; "
-            "print(json.dumps([os.environ['OMP_NUM_THREADS'], torch.get_num_threads()]))")
-    assert json.loads(run_python(code, OMP_NUM_THREADS="1")) == ["2", 2]
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_detector_actor_runs_at_nice_0_with_its_openmp_threads(ray_runtime, cpus):
+    import ray.data
+
+    plan = plan_pool(None, None, cluster_cpus=cpus, cluster_gpus=0)
+    assert plan.torch_threads == cpus  # one CPU actor below 8 CPUs
+
+    class Probe:  # local, so Ray pickles it by value (this module does not import on workers)
+        """What a detector actor's process sees: its niceness and OpenMP threads."""
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"nice": np.array([os.nice(0)]), "omp": np.array([os.environ.get("OMP_NUM_THREADS", "")])}
+
+    def probe(**remote_args):
+        return ray.data.range(1).map_batches(Probe, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1),
+                                             num_cpus=1, **remote_args).take_all()[0]
+
+    # Control: Ray's defaults, which the detector's environment exists to change.
+    assert probe() == {"nice": 15, "omp": "1"}
+    assert probe(runtime_env={"env_vars": plan.env_vars()}) == {"nice": 0, "omp": str(plan.torch_threads)}
 
 
 def test_stage_detects_like_the_detector(sample_dir):
