@@ -94,10 +94,13 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
     ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)
     items = [{"path": path, "uri": uri} for path, uri in uris]
     spec = ModelSpec(config.model, config.weights, config.score_threshold, config.seed)
+    # Merged into the job's runtime env. Both stages get it: with equal remote args Ray Data fuses
+    # decode into the detector actor on a CPU-only cluster (no object-store hop, no extra worker).
+    runtime_env = {"env_vars": plan.env_vars()}
     return (
         ray.data.from_items(items, override_num_blocks=max(1, min(math.ceil(len(items) / 16), 4096)))
         # Read and decode on CPU; images travel as uint8, never as float32.
-        .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=1)
+        .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=1, runtime_env=runtime_env)
         # Detect on the actor pool; float conversion happens on the actor's device.
         .map_batches(
             DetectStage,
@@ -108,7 +111,7 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus,
-            runtime_env={"env_vars": plan.env_vars()},  # merged into the job's runtime env
+            runtime_env=runtime_env,
         )
     )
 

@@ -74,3 +74,16 @@ def test_stage_detects_like_the_detector(sample_dir):
     table = DetectStage(spec)(batch)
     assert table.num_rows == 2 and sum(len(s) for s in table["scores"].to_pylist()) > 0
     assert table.equals(Detector(spec)(batch))
+
+
+def test_decode_fuses_into_the_detector_actor_on_cpu(ray_runtime, sample_dir):
+    """Same remote args on both stages: no decode tasks, no object-store hop for the images."""
+    from inference.pipeline import RunConfig, build_dataset
+
+    paths = sorted(str(p) for p in sample_dir.glob("*.jpg"))[:2]
+    config = RunConfig(input=str(sample_dir), output="unused", model=FAST_MODEL, weights="none")
+    plan = plan_pool(None, None, cluster_cpus=2, cluster_gpus=0)
+    ds = build_dataset([(p, p) for p in paths], pafs.LocalFileSystem(), config, plan)
+    rows = ds.take_all()
+    assert sorted(r["path"] for r in rows) == paths and all(r["error"] is None for r in rows)
+    assert "MapBatches(load_images)->MapBatches(DetectStage)" in ds.stats()
