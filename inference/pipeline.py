@@ -129,8 +129,6 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
         files = [f for f in files if src.uri(f) not in done]
     skipped = listed - len(files)
     files = files[: config.limit]
-    if files:
-        _start_ray(config.ray_address)
     if not config.resume:
         removed = clear_outputs(dst)
         if removed:
@@ -142,6 +140,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     print(f"[detectionjob] {listed} images listed under {config.input}, {skipped} already done, "
           f"{len(files)} to process", file=sys.stderr, flush=True)
     if files:
+        _start_ray(config.ray_address)
         plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
         for note in plan.notes:
             print(f"[detectionjob] {note}", file=sys.stderr, flush=True)

@@ -43,7 +43,7 @@ class PoolPlan:
     notes: list[str] = field(default_factory=list)
 
     def env_vars(self) -> dict[str, str]:
-        """Environment of each detector actor's process, set by Ray before it starts.
+        """Environment of the job's Ray workers (detector actors, and decode, which fuses into them).
 
         Ray renices worker processes to 15 and sets ``OMP_NUM_THREADS`` to the CPU request (1 here).
         At nice 15 every wake-up of the driver and Ray's daemons preempts the model's OpenMP threads,
