@@ -3,6 +3,7 @@
 * :func:`ensure` - a DetectionJob is created or seen at start: make (or find) its RayJob.
 * :func:`follow` - a RayJob it owns changed or vanished: bring the DetectionJob's status along.
 * :func:`set_suspend` - ``spec.suspend`` changed: pass it on to the RayJob.
+* :func:`follow_pod` - a Pod of a job changed: say why it cannot start (image, Secret, scheduling).
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) ->
         event(dj, "Normal", st.CREATED, f"created RayJob {rayjob_name}")
         log.info("%s/%s: created RayJob %s", namespace, name, rayjob_name,
                  extra={"k8s_ref": ref(dj), "rayjob": rayjob_name})
-    obs = st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name)
+    obs = _with_pods(st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name),
+                     namespace, name)
     fields = st.rayjob_fields(rayjob, obs.phase)
     fields["gpus"] = translate.gpus(job)
     _write(dj, obs, event, created=True, extra=fields, generation=meta.get("generation"))
@@ -184,9 +186,33 @@ def follow(rayjob: Mapping[str, Any], event: EventFn, *, deleted: bool = False,
         rayjob_deleted(dj, rayjob["metadata"]["name"], event)
         return
     spec = dj.get("spec") or {}
-    obs = st.observe(rayjob, user_suspend=bool(spec.get("suspend")), queue=spec.get("queueName"))
+    obs = _with_pods(st.observe(rayjob, user_suspend=bool(spec.get("suspend")),
+                                queue=spec.get("queueName")), namespace, owner["name"])
     fields = st.rayjob_fields(rayjob, obs.phase, status)
     _write(dj, obs, event, created=True, extra=fields)
+
+
+def _with_pods(obs: st.Observation, namespace: str, name: str) -> st.Observation:
+    """A Pending observation, told more precisely by the job's Pods when one cannot start."""
+    if obs.phase != st.PENDING or obs.reason == "Queued":
+        return obs
+    selector = f"{translate.NAME_LABEL}={translate.name_label(name)}"
+    return st.pod_problem(kube.list_pods(namespace, selector)) or obs
+
+
+def follow_pod(pod: Mapping[str, Any], event: EventFn) -> None:
+    """A Pod of a job changed: its DetectionJob's status may say why the job cannot start."""
+    meta = pod.get("metadata") or {}
+    name = (meta.get("annotations") or {}).get(translate.OWNER_ANNOTATION)
+    if not name:
+        return
+    dj = kube.get_detectionjob(meta["namespace"], name)
+    status = (dj or {}).get("status") or {}
+    if dj is None or status.get("phase") != st.PENDING or not status.get("rayJobName"):
+        return
+    rayjob = kube.get_rayjob(meta["namespace"], status["rayJobName"])
+    if rayjob is not None:
+        follow(rayjob, event, dj=dj)
 
 
 def set_suspend(dj: Mapping[str, Any], suspend: bool, event: EventFn) -> None:

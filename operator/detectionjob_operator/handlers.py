@@ -68,6 +68,16 @@ def follow_rayjob(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
                       extra={"k8s_ref": controller.ref(body)})
 
 
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+def follow_pod(body: kopf.Body, **_: Any) -> None:
+    """A Pod of a job changed: a Pending DetectionJob says why its Pods cannot start."""
+    try:
+        _retrying("follow_pod", controller.follow_pod, dict(body), post_event)
+    except Exception:  # as follow_rayjob: the next event catches up
+        log.exception("following Pod %s/%s failed", body.metadata.namespace, body.metadata.name,
+                      extra={"k8s_ref": controller.ref(body)})
+
+
 @kopf.on.event(*DETECTIONJOBS)
 def count_phase(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     """Keep the DetectionJobs-by-phase gauge current."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -117,6 +118,13 @@ def patch_rayjob(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[st
         if _missing(exc):
             return None
         raise
+
+
+def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The Pods matching a label selector, as plain dicts (API field names)."""
+    core = client.CoreV1Api(api_client())
+    pods = core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    return list(json.loads(pods.data).get("items") or [])
 
 
 def _create_ignoring_conflict(create: Callable[..., Any], namespace: str, body: dict) -> None:

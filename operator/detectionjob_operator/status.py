@@ -25,6 +25,15 @@ NAME_CONFLICT = "RayJobNameConflict"
 FINAL_REASONS = (INVALID_SPEC, RAYJOB_DELETED, NAME_CONFLICT)
 
 CREATED = "RayJobCreated"
+
+# Why a Pod of the job cannot start, from the kubelet's container states and the scheduler's
+# PodScheduled condition. The DetectionJob stays Pending with this reason and the kubelet's (or
+# scheduler's) own message, instead of a silent "ClusterStarting" while nothing can ever run.
+STUCK_CONTAINER_REASONS = (
+    "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+)
+UNSCHEDULABLE = "Unschedulable"
 CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, SUCCEEDED, FAILED)
 
 
@@ -75,6 +84,31 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
         where = f"Ray cluster {cluster}" if cluster else "the Ray cluster"
         return Observation(PENDING, "ClusterStarting", f"{where} is starting")
     return Observation(PENDING, CREATED, f"RayJob {name} is created; waiting for KubeRay")
+
+
+def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:
+    """Why a Pod of the job cannot start (image, Secret, scheduling), or None.
+
+    Pods are taken in name order so the same Pods give the same answer.
+    """
+    for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
+        name = pod.get("metadata", {}).get("name", "")
+        status = pod.get("status") or {}
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        for cstatus in (status.get("initContainerStatuses") or []) + \
+                (status.get("containerStatuses") or []):
+            waiting = (cstatus.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
+                detail = waiting.get("message") or waiting["reason"]
+                return Observation(PENDING, waiting["reason"],
+                                   f"pod {name}, container {cstatus.get('name')}: {detail}")
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                    cond.get("reason") == UNSCHEDULABLE:
+                return Observation(PENDING, UNSCHEDULABLE,
+                                   f"pod {name} cannot be scheduled: {cond.get('message') or ''}".strip())
+    return None
 
 
 def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, created: bool,

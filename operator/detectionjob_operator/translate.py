@@ -116,7 +116,10 @@ def _env_from(*locations: Location) -> list[dict[str, Any]]:
 
 
 def _volumes(dj: DetectionJob) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes, mounts = [], []
+    # Ray's object store lives in /dev/shm; a container's own is 64 MiB, so Ray would fall back
+    # to disk. A memory-backed emptyDir (counted in the Pod's memory limit), as KubeRay advises.
+    volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    mounts: list[dict[str, Any]] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     for vol, loc, mount, read_only in (
         ("input", dj.spec.input.location, INPUT_MOUNT, True),
         ("output", dj.spec.output.location, OUTPUT_MOUNT, False),
@@ -138,10 +141,12 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
 }
 SUBMITTER_CONTAINER = "ray-job-submitter"
+SHM_VOLUME = "dev-shm"
 
 
-def _security_context(template: dict[str, Any]) -> dict[str, Any]:
+def _copy(template: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(template))  # a deep copy: the caller may mutate it
+
 
 
 def _container(name: str, image: str, resources: dict[str, str], env_from: list,
@@ -150,7 +155,7 @@ def _container(name: str, image: str, resources: dict[str, str], env_from: list,
         "name": name,
         "image": image,
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": _security_context(CONTAINER_SECURITY_CONTEXT),
+        "securityContext": _copy(CONTAINER_SECURITY_CONTEXT),
     }
     if ports:
         container["ports"] = ports
@@ -174,6 +179,15 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
     options = options or Options()
     spec = dj.spec
     workers = spec.workers
+    labels = {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        "app.kubernetes.io/name": "detectionjob",
+        NAME_LABEL: name_label(dj.name),
+    }
+    # Every Pod (head, workers, submitter) carries the labels and names its DetectionJob, so the
+    # operator can say why a Pod cannot start (see status.pod_problem).
+    # (Without Kueue's queue label: Kueue admits the RayJob, not its Pods one by one.)
+    pod_metadata = {"labels": dict(labels), "annotations": {OWNER_ANNOTATION: dj.name}}
     env_from = _env_from(spec.input.location, spec.output.location)
     volumes, mounts = _volumes(dj)
 
@@ -205,16 +219,10 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         "automountServiceAccountToken": False,
     }
     for pod in (head_pod, worker_pod, submitter_pod):
-        pod["securityContext"] = _security_context(POD_SECURITY_CONTEXT)
+        pod["securityContext"] = _copy(POD_SECURITY_CONTEXT)
     for pod in (head_pod, worker_pod):
-        if volumes:
-            pod["volumes"] = [dict(v) for v in volumes]
+        pod["volumes"] = _copy({"v": volumes})["v"]
 
-    labels = {
-        MANAGED_BY_LABEL: MANAGED_BY,
-        "app.kubernetes.io/name": "detectionjob",
-        NAME_LABEL: name_label(dj.name),
-    }
     if spec.queue_name:
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     metadata: dict[str, Any] = {
@@ -235,14 +243,14 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         "backoffLimit": spec.backoff_limit,
         # Kueue admits a queued RayJob by unsuspending it, so it starts suspended.
         "suspend": spec.suspend or bool(spec.queue_name),
-        "submitterPodTemplate": {"spec": submitter_pod},
+        "submitterPodTemplate": {"metadata": _copy(pod_metadata), "spec": submitter_pod},
         "rayClusterSpec": {
             "rayVersion": spec.ray_version,
             "enableInTreeAutoscaling": workers.autoscaling,
             "headGroupSpec": {
                 # The head runs the driver and the dashboard, and no detection work.
                 "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0", "num-gpus": "0"},
-                "template": {"spec": head_pod},
+                "template": {"metadata": _copy(pod_metadata), "spec": head_pod},
             },
             "workerGroupSpecs": [{
                 "groupName": WORKER_GROUP,
@@ -250,13 +258,13 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
                 "minReplicas": workers.min_replicas,
                 "maxReplicas": workers.max_replicas,
                 "rayStartParams": {},
-                "template": {"spec": worker_pod},
+                "template": {"metadata": _copy(pod_metadata), "spec": worker_pod},
             }],
         },
     }
     if workers.autoscaling:
         rayjob_spec["rayClusterSpec"]["autoscalerOptions"] = {
-            "securityContext": _security_context(CONTAINER_SECURITY_CONTEXT)}
+            "securityContext": _copy(CONTAINER_SECURITY_CONTEXT)}
     if spec.active_deadline_seconds is not None:
         rayjob_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata,

@@ -155,3 +155,38 @@ current-context: x
     reporter.close()
     warnings = [r for r in caplog.records if "not reported" in r.getMessage()]
     assert len(warnings) == 1  # logged once per kind of error, not per call
+
+
+def pod(name, waiting=None, message=None, unschedulable=None, deleting=False, container="ray-worker"):
+    status: dict = {"phase": "Pending"}
+    if waiting:
+        state = {"waiting": {"reason": waiting, **({"message": message} if message else {})}}
+        status["containerStatuses"] = [{"name": container, "state": state}]
+    if unschedulable:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                 "reason": "Unschedulable", "message": unschedulable}]
+    meta: dict = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": status}
+
+
+@pytest.mark.parametrize("reason", st.STUCK_CONTAINER_REASONS)
+def test_pod_problem_names_pod_container_and_kubelet_message(reason):
+    pods = [pod("b-head", waiting="ContainerCreating"),
+            pod("a-worker", waiting=reason, message=f'kubelet says {reason}')]
+    obs = st.pod_problem(pods)
+    assert obs == st.Observation(
+        "Pending", reason, f"pod a-worker, container ray-worker: kubelet says {reason}")
+
+
+def test_pod_problem_unschedulable_and_healthy_and_deleted_pods():
+    assert st.pod_problem([pod("h"), pod("w", waiting="ContainerCreating")]) is None
+    assert st.pod_problem([]) is None
+    assert st.pod_problem([pod("w", waiting="ErrImagePull", deleting=True)]) is None
+    obs = st.pod_problem([pod("w", unschedulable="0/1 nodes are available: 1 Insufficient cpu.")])
+    assert (obs.phase, obs.reason) == ("Pending", "Unschedulable")
+    assert obs.message == "pod w cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."
+    # Without a message the waiting reason itself is the detail.
+    obs = st.pod_problem([pod("w", waiting="ImagePullBackOff")])
+    assert obs.message == "pod w, container ray-worker: ImagePullBackOff"

@@ -155,11 +155,11 @@ def test_pvc_input_and_output():
     assert args["input"] == "/mnt/detectionjob/input/voc/2012"
     assert args["output"] == "/mnt/detectionjob/output"
     for pod in (head(rj)["template"]["spec"], worker_group(rj)["template"]["spec"]):
-        assert pod["volumes"] == [
+        assert pod["volumes"][1:] == [
             {"name": "input", "persistentVolumeClaim": {"claimName": "images", "readOnly": True}},
             {"name": "output", "persistentVolumeClaim": {"claimName": "results",
                                                          "readOnly": False}}]
-        assert pod["containers"][0]["volumeMounts"] == [
+        assert pod["containers"][0]["volumeMounts"][1:] == [
             {"name": "input", "mountPath": "/mnt/detectionjob/input", "readOnly": True},
             {"name": "output", "mountPath": "/mnt/detectionjob/output", "readOnly": False}]
 
@@ -274,3 +274,27 @@ def test_kuberay_rules():
         assert head(rj)["template"]["spec"]["containers"]
         yaml.safe_load(s["runtimeEnvYAML"])  # KubeRay requires valid YAML
         assert len(rj["metadata"]["name"]) <= 47
+
+
+def test_every_pod_names_its_detectionjob_without_the_queue_label():
+    rj = render({"queueName": "team-q"}, name="my-job")
+    templates = [head(rj)["template"], worker_group(rj)["template"],
+                 rj["spec"]["submitterPodTemplate"]]
+    for template in templates:
+        meta = template["metadata"]
+        assert meta["annotations"] == {translate.OWNER_ANNOTATION: "my-job"}
+        assert meta["labels"][translate.NAME_LABEL] == "my-job"
+        assert meta["labels"][translate.MANAGED_BY_LABEL] == translate.MANAGED_BY
+        assert translate.KUEUE_QUEUE_LABEL not in meta["labels"]
+    assert rj["metadata"]["labels"][translate.KUEUE_QUEUE_LABEL] == "team-q"
+
+
+def test_ray_pods_get_a_memory_backed_dev_shm():
+    rj = render()
+    for template in (head(rj)["template"], worker_group(rj)["template"]):
+        spec = template["spec"]
+        (shm,) = [v for v in spec["volumes"] if v["name"] == translate.SHM_VOLUME]
+        assert shm == {"name": translate.SHM_VOLUME, "emptyDir": {"medium": "Memory"}}
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"]
+                    if m["name"] == translate.SHM_VOLUME]
+        assert mount["mountPath"] == "/dev/shm"

@@ -108,6 +108,11 @@ mode they go into the ClusterRole; with watchNamespaces into one Role per namesp
 - apiGroups: ["ray.io"]
   resources: ["rayjobs"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Pods of the jobs (labelled app.kubernetes.io/managed-by=detectionjob-operator): watched so a
+# Pending DetectionJob says why a Pod cannot start (image pull, missing Secret, unschedulable).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 {{- if .Values.progressReporting }}
 # Progress reporting: per job, a "<job>-reporter" ServiceAccount, a Role that may only
 # patch that DetectionJob's status, and their RoleBinding (all owned by the DetectionJob).
