@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once) and cache the real programs the test suite runs: kube-apiserver,
-# kube-controller-manager, kubectl and etcd (one multi-call binary, hack/kube),
-# the KubeRay operator with its CRDs, helm and MinIO. See hack/README.md.
+# kube-controller-manager, kubectl, etcd and the node's kubelet, kube-scheduler and
+# kube-proxy (one multi-call binary, hack/kube), the KubeRay operator with its CRDs,
+# helm, MinIO and CoreDNS. See hack/README.md.
 #
 # Usage:
 #   bash hack/build-binaries.sh          build what is missing, print NAME=PATH lines
@@ -32,6 +33,10 @@ HELM_MODULE=helm.sh/helm/v3
 HELM_VERSION=v3.22.0
 MINIO_MODULE=github.com/minio/minio
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # MinIO has no semver tags; proxy @latest
+COREDNS_MODULE=github.com/coredns/coredns
+COREDNS_VERSION=v1.15.0        # the test node's cluster DNS (KubeRay reaches heads by Service name)
+KUEUE_MODULE=sigs.k8s.io/kueue
+KUEUE_VERSION=v0.17.0          # job queueing (tests/harness/kueue.py); CRDs + webhooks from the module
 GO_BIN_DIR=/usr/local/go/bin
 
 CACHE=${DETECTIONJOB_BIN_CACHE:-$HOME/.cache/detectionjob}
@@ -76,19 +81,28 @@ KUBE_DIR="$CACHE/$(kube_key)"
 KUBERAY_DIR="$CACHE/kuberay-$KUBERAY_VERSION"
 HELM_DIR="$CACHE/helm-$HELM_VERSION"
 MINIO_DIR="$CACHE/minio-$MINIO_VERSION"
+COREDNS_DIR="$CACHE/coredns-$COREDNS_VERSION"
+KUEUE_DIR="$CACHE/kueue-$KUEUE_VERSION"
 
 declare -A PROGRAMS=(
   [kube-apiserver]="$KUBE_DIR/kube-apiserver"
   [kube-controller-manager]="$KUBE_DIR/kube-controller-manager"
   [kubectl]="$KUBE_DIR/kubectl"
   [etcd]="$KUBE_DIR/etcd"
+  [kubelet]="$KUBE_DIR/kubelet"
+  [kube-scheduler]="$KUBE_DIR/kube-scheduler"
+  [kube-proxy]="$KUBE_DIR/kube-proxy"
   [ray-operator]="$KUBERAY_DIR/ray-operator"
   [kuberay-crds]="$KUBERAY_DIR/crds"
   [kuberay-samples]="$KUBERAY_DIR/samples"
   [helm]="$HELM_DIR/helm"
   [minio]="$MINIO_DIR/minio"
+  [coredns]="$COREDNS_DIR/coredns"
+  [kueue]="$KUEUE_DIR/kueue"
+  [kueue-crds]="$KUEUE_DIR/crds"
 )
-ORDER=(kube-apiserver kube-controller-manager kubectl etcd ray-operator kuberay-crds kuberay-samples helm minio)
+ORDER=(kube-apiserver kube-controller-manager kubectl etcd kubelet kube-scheduler kube-proxy
+       ray-operator kuberay-crds kuberay-samples helm minio coredns kueue kueue-crds)
 
 print_paths() {
   local missing=0 name
@@ -151,7 +165,9 @@ build_kube() {
   (cd "$HERE/kube" && nice -n 10 go build -mod=readonly -trimpath "-ldflags=$(kube_ldflags)" \
       -o "$OUT/kube" .)
   local n
-  for n in kube-apiserver kube-controller-manager kubectl etcd; do ln -s kube "$OUT/$n"; done
+  for n in kube-apiserver kube-controller-manager kubectl etcd kubelet kube-scheduler kube-proxy; do
+    ln -s kube "$OUT/$n"
+  done
   "$OUT/kube-apiserver" --version >&2
   echo "etcd $ETCD_VERSION (go.etcd.io/etcd/server/v3/embed, linked into the same binary)" >&2
 }
@@ -181,10 +197,30 @@ build_minio() {
   GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$MINIO_MODULE@$MINIO_VERSION"
 }
 
+build_coredns() {
+  GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$COREDNS_MODULE@$COREDNS_VERSION"
+}
+
+build_kueue() {
+  GOBIN="$OUT" nice -n 10 go install -trimpath \
+    "-ldflags=-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    "$KUEUE_MODULE/cmd/kueue@$KUEUE_VERSION"
+  # CRDs and webhook configurations from the very same module version (now in the module cache).
+  local moddir
+  moddir=$(go mod download -json "$KUEUE_MODULE@$KUEUE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -d $moddir/config/components/crd/bases ]] || { log "no Kueue CRDs in '$moddir'"; return 1; }
+  mkdir -p "$OUT/crds"
+  cp "$moddir"/config/components/crd/bases/*.yaml "$OUT/crds/"
+  cp "$moddir/config/components/webhook/manifests.yaml" "$OUT/webhook-manifests.yaml"
+  chmod -R u+w "$OUT/crds" "$OUT/webhook-manifests.yaml"
+}
+
 total=$SECONDS
 run_cached "$KUBE_DIR" build_kube
 run_cached "$KUBERAY_DIR" build_kuberay
 run_cached "$HELM_DIR" build_helm
 run_cached "$MINIO_DIR" build_minio
+run_cached "$COREDNS_DIR" build_coredns
+run_cached "$KUEUE_DIR" build_kueue
 log "done in $((SECONDS - total)) s; cache $CACHE is $(du -sh "$CACHE" | cut -f1)"
 print_paths

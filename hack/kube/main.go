@@ -1,13 +1,15 @@
 // Command kube is a multi-call binary for the DetectionJob test harness.
 //
-// It links kube-apiserver, kube-controller-manager and kubectl from
-// k8s.io/kubernetes (the version pinned in go.mod) plus a minimal etcd server
+// It links kube-apiserver, kube-controller-manager, kubectl and the node's
+// programs (kubelet, kube-scheduler, kube-proxy) from k8s.io/kubernetes (the
+// version pinned in go.mod) plus a minimal etcd server
 // built on go.etcd.io/etcd/server/v3/embed. The sub-command is chosen by the
 // name the binary is invoked as (hack/build-binaries.sh creates symlinks), or
 // by the first argument: `kube kube-apiserver --help`.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +24,9 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var commands = map[string]func(args []string) int{
@@ -38,6 +43,15 @@ var commands = map[string]func(args []string) int{
 		}
 		return 0
 	},
+	"kube-scheduler": func([]string) int {
+		return cli.Run(scheduler.NewSchedulerCommand())
+	},
+	"kube-proxy": func([]string) int {
+		return cli.Run(proxy.NewProxyCommand())
+	},
+	"kubelet": func([]string) int {
+		return cli.Run(kubelet.NewKubeletCommand(context.Background()))
+	},
 	"etcd": runEtcd,
 }
 
@@ -53,7 +67,7 @@ func main() {
 	}
 	run, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kubectl|etcd} [args...]\n")
+		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kubectl|etcd|kubelet|kube-scheduler|kube-proxy} [args...]\n")
 		os.Exit(2)
 	}
 	os.Exit(run(os.Args))
