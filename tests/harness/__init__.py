@@ -1,4 +1,4 @@
-"""Test harness: a real local Kubernetes control plane, KubeRay and MinIO.
+"""Test harness: a real local Kubernetes control plane, a node that runs Pods, KubeRay and MinIO.
 
 Programs are built by ``hack/build-binaries.sh``; the pytest fixtures live in
 :mod:`harness.fixtures` (made available by ``tests/conftest.py``).
@@ -8,6 +8,7 @@ from .binaries import BinariesMissing, binary
 from .kube import CommandError, KubeControlPlane
 from .kuberay import KUBERAY_WATCH_NAMESPACES, KubeRay
 from .minio import MinioS3
+from .node import Node, build_c_image, pause_image, write_scratch_image
 from .procs import HarnessError, ManagedProcess, free_port
 from .waiting import wait_for
 
@@ -20,7 +21,11 @@ __all__ = [
     "KubeRay",
     "ManagedProcess",
     "MinioS3",
+    "Node",
     "binary",
+    "build_c_image",
     "free_port",
+    "pause_image",
     "wait_for",
+    "write_scratch_image",
 ]

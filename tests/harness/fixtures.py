@@ -38,6 +38,19 @@ Fixtures:
     ``.filesystem()`` (``pyarrow.fs.S3FileSystem``). The ``.env`` variables are
     set in ``os.environ`` for the whole session and restored afterwards.
 
+``cluster`` -> :class:`Cluster` (``.kube``, ``.node``); ``node`` -> its ``.node``
+    A second, separate control plane started with ``node_mode=True`` (apiserver
+    on every address, advertising the host IP) plus a :class:`harness.node.Node`:
+    containerd, kubelet, kube-scheduler, kube-proxy and CoreDNS as host
+    processes, the Node ``Ready``; Pods really run. Node API: ``.name``,
+    ``.host_ip``, ``.pod_subnet``, ``.containerd_address``, ``.resolv_conf``,
+    ``.dns_wrapped(argv)``, ``.import_image(path_or_stream)``, ``.ctr(*args)``,
+    ``.sandbox_image`` (the pause image; a do-nothing container), ``.host_before``,
+    ``.log_dir``, ``.stop()``, ``.leftovers()``. Needs root and
+    ``hack/install-node.sh``; tests that use it are marked ``e2e``. At the end
+    of the session the node is stopped and the fixture fails if the host is not
+    back as it was (iptables chains, ``cni0``, cgroups, mounts, sysctls).
+
 If the binaries are not built, these fixtures FAIL (never skip) and say to run
 ``bash hack/build-binaries.sh``. When a test that uses them fails, the last
 100 lines of every component's log are attached to its report.
@@ -47,6 +60,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -54,18 +68,24 @@ from . import procs
 from .binaries import BinariesMissing
 from .kube import KubeControlPlane
 from .kuberay import KubeRay
+from .kueue_fixture import kueue  # noqa: F401 - a fixture, re-exported
 from .minio import MinioS3
+from .node import Node
 from .procs import HarnessError
 
 __all__ = [
+    "kueue",
+    "Cluster",
+    "cluster",
     "harness_workdir",
     "kube",
     "kuberay",
     "minio_s3",
+    "node",
     "pytest_runtest_makereport",
 ]
 
-HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3"})
+HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3", "cluster", "node", "kueue"})
 
 
 def _start(component, what: str):
@@ -95,6 +115,43 @@ def kube(harness_workdir) -> Iterator[KubeControlPlane]:
         yield cp
     finally:
         cp.stop()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The ``cluster`` fixture: a node-mode control plane and its one node."""
+
+    kube: KubeControlPlane
+    node: Node
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A node-mode control plane + a Ready :class:`~harness.node.Node`. See module docstring."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    cp = _start(KubeControlPlane(workdir, node_mode=True), "The node-mode Kubernetes control plane")
+    try:
+        node = _start(Node(cp, workdir / "node"), "The test node")
+        try:
+            yield Cluster(cp, node)
+        finally:
+            node.stop()
+        leftovers = node.leftovers()
+        if leftovers or node.teardown_errors:
+            pytest.fail(
+                "the test node did not leave the host as it was:\n"
+                + "\n".join(leftovers + node.teardown_errors)
+                + f"\n(logs: {node.log_dir})",
+                pytrace=False,
+            )
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def node(cluster: Cluster) -> Node:
+    """The :class:`~harness.node.Node` of the ``cluster`` fixture."""
+    return cluster.node
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +187,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     if report.failed:
         uses_harness = bool(HARNESS_FIXTURES & set(getattr(item, "fixturenames", ())))
-        if uses_harness or item.get_closest_marker("cluster") is not None:
+        marked = any(item.get_closest_marker(m) is not None for m in ("cluster", "e2e"))
+        if uses_harness or marked:
             for p in procs.running():
                 state = "running" if p.alive() else f"exited {p.proc.returncode}"
                 report.sections.append(

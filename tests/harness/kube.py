@@ -1,7 +1,11 @@
 """A real, local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager.
 
-No kubelet, scheduler or container runtime: Pods are stored and admitted
-(Pod Security, ServiceAccount, RBAC ...) but never run.
+By default there is no kubelet, scheduler or container runtime: Pods are stored
+and admitted (Pod Security, ServiceAccount, RBAC ...) but never run. With
+``node_mode=True`` the control plane is ready for :class:`harness.node.Node`
+(the apiserver listens on every address and advertises the host IP, talks to
+kubelets, and the controller-manager runs the controllers Pods, Services and
+Jobs need).
 """
 
 from __future__ import annotations
@@ -34,6 +38,28 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
 )
 
+#: Added in node mode: what running Pods, Services, Deployments and Jobs need.
+#: ``node-lifecycle-controller`` removes the ``node.kubernetes.io/not-ready``
+#: taint that admission puts on a new Node; ``taint-eviction-controller`` is left
+#: out on purpose, so a kubelet that misses heartbeats on a loaded 2-core machine
+#: never gets its Pods evicted.
+NODE_CONTROLLERS = (
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "pod-garbage-collector-controller",
+    "disruption-controller",
+    "node-lifecycle-controller",
+    "persistentvolume-binder-controller",
+)
+
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
@@ -45,11 +71,32 @@ class CommandError(subprocess.CalledProcessError):
         return f"{super().__str__()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
-def _run(argv: Sequence[str], *, env=None, input=None, check=True, timeout=300):
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, env=env, timeout=timeout)
+def _run(argv: Sequence[str], *, env=None, input=None, check=True, timeout=300, cwd=None):
+    proc = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
+    )
     if check and proc.returncode != 0:
         raise CommandError(proc.returncode, proc.args, proc.stdout, proc.stderr)
     return proc
+
+
+def default_route() -> tuple[str, str]:
+    """``(interface, IPv4 address)`` of the interface that holds the default route."""
+    routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "default"]).stdout)
+    if not routes:
+        raise RuntimeError("this machine has no IPv4 default route: cannot choose a host IP")
+    dev = routes[0]["dev"]
+    links = json.loads(_run(["ip", "-j", "-4", "addr", "show", "dev", dev]).stdout)
+    for link in links:
+        for addr in link.get("addr_info", []):
+            if addr.get("family") == "inet" and addr.get("scope") == "global":
+                return dev, addr["local"]
+    raise RuntimeError(f"the default-route interface {dev} has no global IPv4 address")
+
+
+def host_ip() -> str:
+    """The IPv4 address of the default-route interface (where Pods reach the host)."""
+    return default_route()[1]
 
 
 def _shm_tempdir(prefix: str) -> Path:
@@ -104,10 +151,14 @@ class KubeControlPlane:
         server: the apiserver's ``https://127.0.0.1:PORT`` URL.
         log_dir: where each component's log file lives.
         ca_file: the cluster CA certificate.
+        node_mode: whether the control plane can serve a :class:`harness.node.Node`.
+        host_ip: in node mode, the address the apiserver advertises (else ``None``).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, node_mode: bool = False) -> None:
         self.workdir = Path(workdir)
+        self.node_mode = node_mode
+        self.host_ip: str | None = host_ip() if node_mode else None
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._processes: list[ManagedProcess] = []
@@ -123,7 +174,8 @@ class KubeControlPlane:
         # Resolve every binary first: fail fast, with the build hint.
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm"):
             binary(name)
-        self.pki = _pki.generate(self.workdir / "pki")
+        host_ips = (self.host_ip,) if self.host_ip else ()
+        self.pki = _pki.generate(self.workdir / "pki", host_ips=host_ips, kubelet_client=self.node_mode)
         self.ca_file = self.pki.ca.cert
         self._start_etcd()
         self._start_apiserver()
@@ -188,6 +240,28 @@ class KubeControlPlane:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
 
+    def _network_args(self) -> list[str]:
+        """Where the apiserver listens and what it publishes as the ``kubernetes`` Service."""
+        if not self.node_mode:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # 127.0.0.1 cannot be published as the kubernetes Service endpoint.
+                "--endpoint-reconciler-type=none",
+            ]
+        assert self.pki.kubelet_client is not None
+        return [
+            # Pods reach the apiserver through the kubernetes Service -> host IP.
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={self.host_ip}",
+            "--endpoint-reconciler-type=lease",
+            # kubectl logs/exec: apiserver -> kubelet, by IP (the node name does not resolve).
+            f"--kubelet-client-certificate={self.pki.kubelet_client.cert}",
+            f"--kubelet-client-key={self.pki.kubelet_client.key}",
+            f"--kubelet-certificate-authority={self.pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
     def _start_apiserver(self) -> None:
         port = free_port()
         self.server = f"https://127.0.0.1:{port}"
@@ -196,8 +270,7 @@ class KubeControlPlane:
             [
                 binary("kube-apiserver"),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *self._network_args(),
                 f"--secure-port={port}",
                 f"--tls-cert-file={self.pki.apiserver.cert}",
                 f"--tls-private-key-file={self.pki.apiserver.key}",
@@ -207,8 +280,6 @@ class KubeControlPlane:
                 f"--service-account-signing-key-file={self.pki.sa_private_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--authorization-mode=Node,RBAC",
-                # 127.0.0.1 cannot be published as the kubernetes Service endpoint.
-                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",  # as on real clusters: Pod Security decides
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
@@ -230,7 +301,7 @@ class KubeControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 "--cert-dir=" + str(self.workdir / "kcm-certs"),
-                "--controllers=" + ",".join(CONTROLLERS),
+                "--controllers=" + ",".join(CONTROLLERS + (NODE_CONTROLLERS if self.node_mode else ())),
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
                 f"--root-ca-file={self.ca_file}",

@@ -2,7 +2,9 @@
 
 Everything here is throw-away test material written into the session's temp
 directory: a CA, the kube-apiserver serving certificate, client certificates
-(admin in ``system:masters``) and the service-account token signing key.
+(admin in ``system:masters``; in node mode also the apiserver's kubelet client)
+and the service-account token signing key. :func:`issue` adds certificates
+signed by the same CA later (the node's kubelet client and serving certificates).
 """
 
 from __future__ import annotations
@@ -56,10 +58,15 @@ class Pki:
     admin: CertPair
     sa_private_key: Path
     sa_public_key: Path
+    #: The apiserver's client certificate towards kubelets (node mode only).
+    kubelet_client: CertPair | None = None
 
 
 class _Ca:
-    def __init__(self) -> None:
+    def __init__(self, loaded: tuple | None = None) -> None:
+        if loaded:
+            self.key, self.cert = loaded
+            return
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         name = _name("detectionjob-test-ca")
@@ -136,17 +143,36 @@ class _Ca:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return key, builder.sign(self.key, hashes.SHA256())
 
+    @classmethod
+    def load(cls, pair: CertPair) -> _Ca:
+        key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+        return cls((key, x509.load_pem_x509_certificate(pair.cert.read_bytes())))
 
-def generate(directory: Path, service_ip: str = "10.0.0.1") -> Pki:
-    """Write a CA, apiserver serving cert, admin client cert and SA keys into ``directory``."""
+
+def _write_pair(directory: Path, stem: str, key, cert) -> CertPair:
+    p = CertPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    _write_cert(p.cert, cert)
+    _write_key(p.key, key)
+    return p
+
+
+def generate(
+    directory: Path,
+    service_ip: str = "10.0.0.1",
+    *,
+    host_ips: tuple[str, ...] = (),
+    kubelet_client: bool = False,
+) -> Pki:
+    """Write a CA, apiserver serving cert, admin client cert and SA keys into ``directory``.
+
+    ``host_ips`` are added to the apiserver's serving certificate; ``kubelet_client``
+    also issues the apiserver's client certificate for kubelets (``system:masters``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Ca()
 
     def pair(stem: str, key, cert) -> CertPair:
-        p = CertPair(directory / f"{stem}.crt", directory / f"{stem}.key")
-        _write_cert(p.cert, cert)
-        _write_key(p.key, key)
-        return p
+        return _write_pair(directory, stem, key, cert)
 
     ca_pair = pair("ca", ca.key, ca.cert)
     apiserver = pair(
@@ -161,10 +187,15 @@ def generate(directory: Path, service_ip: str = "10.0.0.1") -> Pki:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=("127.0.0.1", service_ip),
+            ips=("127.0.0.1", service_ip, *host_ips),
         ),
     )
     admin = pair("admin", *ca.issue("detectionjob-admin", ("system:masters",)))
+    kubelet_pair = None
+    if kubelet_client:
+        kubelet_pair = pair(
+            "apiserver-kubelet-client", *ca.issue("kube-apiserver-kubelet-client", ("system:masters",))
+        )
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sa_private = directory / "sa.key"
@@ -175,4 +206,21 @@ def generate(directory: Path, service_ip: str = "10.0.0.1") -> Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return Pki(ca_pair, apiserver, admin, sa_private, sa_public)
+    return Pki(ca_pair, apiserver, admin, sa_private, sa_public, kubelet_pair)
+
+
+def issue(
+    pki: Pki,
+    directory: Path,
+    stem: str,
+    common_name: str,
+    orgs: tuple[str, ...] = (),
+    *,
+    server: bool = False,
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+) -> CertPair:
+    """Issue one more certificate from ``pki``'s CA into ``directory/stem.{crt,key}``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _Ca.load(pki.ca)
+    return _write_pair(directory, stem, *ca.issue(common_name, orgs, server=server, dns=dns, ips=ips))
