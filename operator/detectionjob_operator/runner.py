@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +66,22 @@ def make_startup(config: OperatorConfig) -> Any:
     return startup
 
 
+def own_identity() -> str | None:
+    """The peering identity to give kopf, or None to let kopf make its own.
+
+    kopf names itself ``user@host`` through :func:`getpass.getuser`, which raises when the
+    process runs as a uid without a passwd entry (the chart's 65532, any ``runAsUser``) and no
+    ``USER``/``LOGNAME``/``POD_ID`` is set: the operator would die at start.
+    """
+    if os.environ.get("POD_ID"):
+        return None
+    try:
+        getpass.getuser()
+        return None
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}@{socket.gethostname()}/{os.getpid()}"
+
+
 def run(config: OperatorConfig) -> int:
     """Run the operator until SIGINT/SIGTERM; returns the exit code."""
     configure_logging(config.log_format, config.verbose)
@@ -81,6 +100,9 @@ def run(config: OperatorConfig) -> int:
         "liveness_endpoint": config.liveness,
         "memo": kopf.Memo(),
     }
+    identity = own_identity()
+    if identity:
+        kwargs["identity"] = identity
     if config.namespaces:
         kwargs["namespaces"] = list(config.namespaces)
     else:
