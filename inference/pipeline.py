@@ -100,7 +100,8 @@ def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunC
     return (
         ray.data.from_items(items, override_num_blocks=max(1, min(math.ceil(len(items) / 16), 4096)))
         # Read and decode on CPU; images travel as uint8, never as float32.
-        .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=1, runtime_env=runtime_env)
+        .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=plan.decode_cpus,
+                     runtime_env=runtime_env)
         # Detect on the actor pool; float conversion happens on the actor's device.
         .map_batches(
             DetectStage,
