@@ -62,7 +62,9 @@ EXTRA_CA_DIR=/usr/local/share/ca-certificates
 # Ray: pinned in one place, Dockerfile.worker's `ARG RAY_VERSION=` (the release image's tag).
 RAY_VERSION=$(sed -n 's/^ARG RAY_VERSION=\([0-9][0-9.]*\)[[:space:]]*$/\1/p' "$REPO/Dockerfile.worker")
 [[ -n $RAY_VERSION ]] || { echo "no 'ARG RAY_VERSION=x.y.z' in Dockerfile.worker" >&2; exit 1; }
-WORKER_PIP=("ray[data]==$RAY_VERSION" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION")
+# ray[default] as in the official image: the dashboard, whose agent answers KubeRay's probes
+# (:52365/api/healthz), and the job server that KubeRay's submitter talks to (:8265).
+WORKER_PIP=("ray[default,data]==$RAY_VERSION" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION")
 
 MODE=build
 case "${1:-}" in
@@ -403,7 +405,7 @@ build_operator_base() {
 
 # The stand-in for rayproject/ray:<version>-py311-gpu: user ray (1000, group users = 100)
 # with home /home/ray, a venv owned by ray first on PATH (the Ray image's conda python), with
-# ray[data], torch and torchvision installed from a wheelhouse in the cache (pip's own HTTP
+# ray[default,data], torch and torchvision installed from a wheelhouse in the cache (pip's own HTTP
 # cache stays empty here: the egress proxy's responses carry no caching headers).
 worker_pip() {
   cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"

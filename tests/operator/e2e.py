@@ -27,6 +27,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["detectionjob.dev"], "resources": ["detectionjobs/status"], "verbs": ["patch"]},
     {"apiGroups": ["ray.io"], "resources": ["rayjobs"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
      "verbs": ["create"]},
