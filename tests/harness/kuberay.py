@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .binaries import binary
@@ -35,10 +36,13 @@ class KubeRay:
         health_url / metrics_url: the operator's probe and metrics endpoints.
     """
 
-    watch_namespaces = KUBERAY_WATCH_NAMESPACES
-
-    def __init__(self, kube: KubeControlPlane) -> None:
+    def __init__(self, kube: KubeControlPlane,
+                 watch_namespaces: Sequence[str] = KUBERAY_WATCH_NAMESPACES,
+                 wrap: Callable[[list[str]], list[str]] | None = None) -> None:
+        """``wrap`` turns the operator's argv into the argv to run (e.g. with the node's DNS)."""
         self.kube = kube
+        self.watch_namespaces = tuple(watch_namespaces)
+        self.wrap = wrap
         self.crd_dir = Path(binary("kuberay-crds"))
         self.operator: ManagedProcess | None = None
 
@@ -74,16 +78,17 @@ class KubeRay:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kube.kubeconfig)
         env.pop("ENABLE_WEBHOOKS", None)  # webhooks off (would need a serving cert)
+        argv = [
+            binary("ray-operator"),
+            "--watch-namespace=" + ",".join(self.watch_namespaces),
+            "--enable-leader-election=false",
+            f"--metrics-addr=127.0.0.1:{metrics}",
+            f"--health-probe-bind-address=127.0.0.1:{probe}",
+            "--log-stdout-encoder=console",
+        ]
         self.operator = ManagedProcess(
             "kuberay-operator",
-            [
-                binary("ray-operator"),
-                "--watch-namespace=" + ",".join(self.watch_namespaces),
-                "--enable-leader-election=false",
-                f"--metrics-addr=127.0.0.1:{metrics}",
-                f"--health-probe-bind-address=127.0.0.1:{probe}",
-                "--log-stdout-encoder=console",
-            ],
+            self.wrap(argv) if self.wrap else argv,
             self.kube.log_dir / "kuberay-operator.log",
             env=env,
         )

@@ -1,4 +1,4 @@
-"""A real MinIO server (S3 API) on 127.0.0.1 with a fresh bucket."""
+"""A real MinIO server (S3 API) on 127.0.0.1 (or another address of this machine) with a fresh bucket."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class MinioS3:
     """The ``minio_s3`` fixture's object.
 
     Attributes:
-        endpoint_url: ``http://127.0.0.1:PORT``.
+        endpoint_url: ``http://HOST:PORT`` (``host`` is 127.0.0.1 unless given: Pods on the
+            test node reach the host's own address, never its loopback).
         access_key / secret_key / region: credentials and region.
         bucket: a bucket created for this session (empty at start).
         env: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
@@ -29,8 +30,9 @@ class MinioS3:
 
     region = "us-east-1"
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1") -> None:
         self.log_dir = Path(log_dir)
+        self.host = host
         self.access_key = "detectionjob-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.bucket = "detectionjob-test-" + secrets.token_hex(4)
@@ -40,7 +42,7 @@ class MinioS3:
     def start(self) -> MinioS3:
         t0 = time.monotonic()
         port, console = free_port(), free_port()
-        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self.endpoint_url = f"http://{self.host}:{port}"
         self._data_dir = Path(tempfile.mkdtemp(prefix="detectionjob-minio-"))
         env = dict(os.environ)
         env.update(
@@ -57,7 +59,7 @@ class MinioS3:
                 binary("minio"),
                 "server",
                 str(self._data_dir / "data"),
-                f"--address=127.0.0.1:{port}",
+                f"--address={self.host}:{port}",
                 f"--console-address=127.0.0.1:{console}",
                 "--quiet",
             ],

@@ -1,0 +1,176 @@
+"""Helpers for the end-to-end tests (imported as `e2etest`): data in MinIO, DetectionJobs, watching."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+# The smallest torchvision detector, with seeded random weights (no download): what the e2e runs.
+FAST_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+# Bad files that must each become one error row (name -> bytes).
+CORRUPT_NAME_PREFIX = "bad-"
+
+
+def voc_sized_jpeg(seed: int) -> bytes:
+    """A 500x375 JPEG (the size of a Pascal VOC image) with a few coloured boxes on noise."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img = Image.effect_noise((500, 375), 40 + seed % 30).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(3):
+        x0, y0 = rng.randrange(0, 400), rng.randrange(0, 300)
+        box = (x0, y0, x0 + rng.randrange(40, 100), y0 + rng.randrange(40, 75))
+        draw.rectangle(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def corrupt_files() -> dict[str, bytes]:
+    """Four files with image names that are not images: each must become an error row."""
+    good = voc_sized_jpeg(10_000)
+    return {
+        f"{CORRUPT_NAME_PREFIX}truncated.jpg": good[: len(good) // 3],
+        f"{CORRUPT_NAME_PREFIX}empty.jpg": b"",
+        f"{CORRUPT_NAME_PREFIX}text.jpg": b"this is not a JPEG\n" * 20,
+        f"{CORRUPT_NAME_PREFIX}garbage.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+    }
+
+
+def stage_images(s3: Any, prefix: str, good: int, bad: bool = True) -> list[str]:
+    """Upload ``good`` JPEGs (and the corrupt files) under ``prefix`` in the session bucket.
+
+    Returns the object keys (bucket-relative), sorted.
+    """
+    fs = s3.filesystem()
+    files = {f"img-{i:04d}.jpg": voc_sized_jpeg(i) for i in range(good)}
+    if bad:
+        files.update(corrupt_files())
+    keys = []
+    for name, data in files.items():
+        key = f"{prefix.strip('/')}/{name}"
+        with fs.open_output_stream(f"{s3.bucket}/{key}") as f:
+            f.write(data)
+        keys.append(key)
+    return sorted(keys)
+
+
+def detectionjob(name: str, namespace: str, image: str, input_uri: str, output_uri: str,
+                 secret: str | None = "s3-creds", **spec: Any) -> dict[str, Any]:
+    """A DetectionJob sized for the 2-core test node: head 400m + one 1-CPU worker + KubeRay's
+    500m submitter + the operator's 50m fit its 2 allocatable CPUs. No GPU."""
+    where: dict[str, Any] = {"secretRef": {"name": secret}} if secret else {}
+    body: dict[str, Any] = {
+        "apiVersion": "detectionjob.dev/v1alpha1",
+        "kind": "DetectionJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "input": {"uri": input_uri, **where},
+            "output": {"uri": output_uri, "samples": 4, **where},
+            "model": {"name": FAST_MODEL, "weights": "none"},
+            "batchSize": 4,
+            "workers": {"replicas": 1, "gpusPerWorker": 0, "cpusPerWorker": 1, "memory": "3Gi"},
+            "head": {"cpus": "400m", "memory": "2Gi"},
+            "image": image,
+            "ttlSecondsAfterFinished": 0,
+        },
+    }
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
+            body["spec"][key].update(value)
+        else:
+            body["spec"][key] = value
+    return body
+
+
+def credentials_secret(s3: Any, namespace: str, name: str = "s3-creds") -> str:
+    """The S3 credentials Secret as YAML (the job reads it through envFrom)."""
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                       "AWS_ENDPOINT_URL": s3.endpoint_url, "AWS_REGION": s3.region},
+    })
+
+
+@dataclass
+class Watch:
+    """What ``kubectl get dj`` showed, row by row, while waiting."""
+
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def progress_values(self) -> list[str]:
+        seen: list[str] = []
+        for row in self.rows:
+            value = row.get("PROGRESS", "")
+            if value and value != "<none>" and (not seen or seen[-1] != value):
+                seen.append(value)
+        return seen
+
+    @property
+    def phases(self) -> list[str]:
+        seen: list[str] = []
+        for row in self.rows:
+            if not seen or seen[-1] != row.get("PHASE"):
+                seen.append(row.get("PHASE", ""))
+        return seen
+
+
+def get_dj_row(platform: Any, name: str) -> dict[str, str]:
+    """One row of ``kubectl get dj NAME -o wide`` as {COLUMN: value} (the table a user reads)."""
+    out = platform.kubectl("get", "dj", name, "-n", platform.namespace, "-o", "wide").stdout
+    header, row = out.splitlines()[:2]
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    names = header.split()
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    return dict(zip(names, cells, strict=True))
+
+
+def wait_phase(platform: Any, name: str, phases: tuple[str, ...], timeout: float,
+               watch: Watch | None = None, interval: float = 0.5) -> dict[str, Any]:
+    """Poll ``kubectl get dj`` until the phase is one of ``phases``; return the DetectionJob."""
+    watch = watch if watch is not None else Watch()
+    deadline = time.monotonic() + timeout
+    while True:
+        row = get_dj_row(platform, name)
+        watch.rows.append(row)
+        if row.get("PHASE") in phases:
+            return get_dj(platform, name)
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"DetectionJob {name} not in {phases} after {timeout:.0f}s; phases seen "
+                f"{watch.phases}; last row {row}\n{describe(platform, name)}")
+        time.sleep(interval)
+
+
+def get_dj(platform: Any, name: str) -> dict[str, Any]:
+    return json.loads(platform.kubectl("get", "dj", name, "-n", platform.namespace,
+                                       "-o", "json").stdout)
+
+
+def events(platform: Any, name: str) -> list[dict[str, Any]]:
+    """The Events about DetectionJob ``name``, oldest first."""
+    out = platform.kubectl("get", "events", "-n", platform.namespace, "-o", "json",
+                           "--field-selector", f"involvedObject.kind=DetectionJob,"
+                                               f"involvedObject.name={name}").stdout
+    items = json.loads(out)["items"]
+    return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def describe(platform: Any, name: str) -> str:
+    """Everything a user would look at when a job does not do what it should."""
+    ns = platform.namespace
+    parts = []
+    for args in (("get", "dj", name, "-o", "yaml"), ("get", "rayjob,raycluster,pods,jobs", "-o", "wide"),
+                 ("get", "events", "--sort-by=.lastTimestamp")):
+        proc = platform.kubectl(*args, "-n", ns, check=False)
+        parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    return "\n".join(parts)

@@ -1,0 +1,166 @@
+"""A DetectionJob from `kubectl apply` to Parquet in S3, through real Pods from our own images."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow.parquet as pq
+import yaml
+from e2etest import (
+    CORRUPT_NAME_PREFIX,
+    Watch,
+    credentials_secret,
+    describe,
+    detectionjob,
+    events,
+    get_dj_row,
+    stage_images,
+    wait_phase,
+)
+from harness.waiting import wait_for
+
+GOOD, BAD = 60, 4  # 64 VOC-sized images, 4 of them corrupt
+JOB_TIMEOUT = 900  # seconds; the job itself takes ~2-3 min on the 2-core node
+
+
+def read_output(s3, prefix: str):
+    """The job's Parquet (every part under ``prefix``), as one Arrow table, and the file names."""
+    fs = s3.filesystem()
+    from pyarrow import fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(f"{s3.bucket}/{prefix}", recursive=True))
+    names = sorted(i.path.split(f"{s3.bucket}/{prefix}", 1)[1].lstrip("/") for i in infos
+                   if i.type == pafs.FileType.File)
+    parts = [n for n in names if n.endswith(".parquet") and not n.startswith(("_", "."))]
+    table = pq.ParquetDataset([f"{s3.bucket}/{prefix}/{n}" for n in parts], filesystem=fs).read()
+    return table, names
+
+
+def test_detectionjob_apply_to_parquet(platform):
+    """apply -> RayJob -> RayCluster -> Pods -> Succeeded; one row per image, progress seen."""
+    s3, ns, name = platform.s3, platform.namespace, "voc-e2e"
+    keys = stage_images(s3, "voc/in", GOOD)
+    platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    dj = detectionjob(name, ns, platform.worker_image, s3.uri("voc/in/"), s3.uri("voc/out/"))
+    started = time.monotonic()
+    platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+
+    watch = Watch()
+    done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT, watch)
+    elapsed = time.monotonic() - started
+    assert done["status"]["phase"] == "Succeeded", describe(platform, name)
+
+    total = GOOD + BAD
+    # kubectl get dj showed a value between 0 and total while running, and total/total at the end.
+    progress = watch.progress_values
+    print(f"{name}: Succeeded in {elapsed:.0f}s; phases {watch.phases}; progress {progress}")
+    assert get_dj_row(platform, name)["PROGRESS"].startswith(f"{total}/{total}"), progress
+    midway = [p for p in progress if 0 < int(p.split("/")[0]) < total]
+    assert midway, f"no progress value between 0 and {total} seen: {progress}"
+    assert "Running" in watch.phases, watch.phases
+
+    table, files = read_output(s3, "voc/out")
+    rows = table.to_pylist()
+    paths = [r["path"] for r in rows]
+    assert len(rows) == total and len(set(paths)) == total, (len(rows), len(set(paths)))
+    assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
+    errors = {r["path"].rsplit("/", 1)[1] for r in rows if r["error"]}
+    assert errors == {k.rsplit("/", 1)[1] for k in keys if CORRUPT_NAME_PREFIX in k}
+    good = [r for r in rows if not r["error"]]
+    assert all(r["width"] == 500 and r["height"] == 375 for r in good)
+    assert all(len(r["boxes"]) == len(r["scores"]) == len(r["labels"]) for r in good)
+    assert "_summary.json" in files
+    summary = json.loads(s3.filesystem().open_input_file(f"{s3.bucket}/voc/out/_summary.json").read())
+    assert (summary["images"], summary["failed_images"]) == (total, BAD), summary
+    samples = [f for f in files if f.startswith("_samples/") and f.endswith(".png")]
+    assert len(samples) == 4, files
+
+    # Events tell the story: created, running, succeeded.
+    reasons = [e["reason"] for e in events(platform, name)]
+    for expected in ("RayJobCreated", "JobRunning", "JobSucceeded"):
+        assert expected in reasons, reasons
+
+
+def test_wrong_image_and_missing_secret_say_why(platform):
+    """Pods that cannot start: the DetectionJob says why (Pending + the kubelet's reason), fast."""
+    s3, ns = platform.s3, platform.namespace
+    cases = {
+        # An image that is not on the node and cannot be pulled.
+        "wrong-image": ({"image": "detectionjob.local/no-such-image:1"},
+                        ("ErrImagePull", "ImagePullBackOff"), "no-such-image"),
+        # A credentials Secret that does not exist: the containers cannot be configured.
+        "no-secret": ({"input": {"secretRef": {"name": "missing-creds"}},
+                       "output": {"secretRef": {"name": "missing-creds"}}},
+                      ("CreateContainerConfigError",), "missing-creds"),
+    }
+    for name, (spec, _, _) in cases.items():
+        spec = dict(spec)
+        image = spec.pop("image", platform.worker_image)
+        dj = detectionjob(name, ns, image, s3.uri("none/in/"), s3.uri("none/out/"), **spec)
+        platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+    try:
+        for name, (_, reasons, word) in cases.items():
+            started = time.monotonic()
+
+            wait_for(f"{name}: a Pending reason from its Pods",
+                     lambda name=name, reasons=reasons: _reason(platform, name) in reasons,
+                     timeout=180, interval=1)
+            waited = time.monotonic() - started
+            status = json.loads(platform.kubectl("get", "dj", name, "-n", ns, "-o", "json").stdout)
+            status = status["status"]
+            print(f"{name}: {status['reason']} after {waited:.0f}s: {status['message']}")
+            assert status["phase"] == "Pending" and status["reason"] in reasons, status
+            assert word in status["message"] and "pod " in status["message"], status
+            assert get_dj_row(platform, name)["MESSAGE"], "kubectl get dj shows no message"
+            assert any(e["reason"] in reasons for e in events(platform, name))
+    finally:
+        for name in cases:
+            platform.kubectl("delete", "dj", name, "-n", ns, "--wait=false", check=False)
+
+
+def _reason(platform, name: str) -> str:
+    out = platform.kubectl("get", "dj", name, "-n", platform.namespace,
+                           "-o", "jsonpath={.status.reason}").stdout
+    return out.strip()
+
+
+def _pods(platform, name: str, group: str) -> list[dict]:
+    """The running Pods of DetectionJob ``name`` of one Ray node type ("head" or "worker")."""
+    out = platform.kubectl("get", "pods", "-n", platform.namespace, "-o", "json", "-l",
+                           f"detectionjob.dev/name={name},ray.io/node-type={group}").stdout
+    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_worker_pod_force_deleted_mid_job(platform):
+    """A worker Pod dies mid-job: KubeRay replaces it, Ray retries, every image exactly once."""
+    s3, ns, name = platform.s3, platform.namespace, "lose-worker"
+    good = 240
+    keys = stage_images(s3, "lose/in", good, bad=False)
+    platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    dj = detectionjob(name, ns, platform.worker_image, s3.uri("lose/in/"), s3.uri("lose/out/"),
+                      output={"samples": 0})
+    platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+
+    def midway():
+        value = get_dj_row(platform, name)["PROGRESS"]
+        done = int(value.split("/")[0]) if "/" in value else 0
+        return value if 0 < done < good else None
+
+    seen = wait_for(f"{name}: progress between 0 and {good}", midway, timeout=JOB_TIMEOUT, interval=0.5)
+    (victim,) = _pods(platform, name, "worker")
+    platform.kubectl("delete", "pod", victim["metadata"]["name"], "-n", ns,
+                     "--grace-period=0", "--force")
+    print(f"{name}: deleted worker Pod {victim['metadata']['name']} at progress {seen}")
+    replacement = wait_for("a new worker Pod", lambda: [
+        p for p in _pods(platform, name, "worker")
+        if p["metadata"]["uid"] != victim["metadata"]["uid"]], timeout=120, interval=1)
+
+    done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
+    assert done["status"]["phase"] == "Succeeded", describe(platform, name)
+    print(f"{name}: Succeeded; replacement worker {replacement[0]['metadata']['name']}")
+    table, _ = read_output(s3, "lose/out")
+    paths = table.column("path").to_pylist()
+    assert len(paths) == good and len(set(paths)) == good, (len(paths), len(set(paths)))
+    assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
+    assert table.column("error").null_count == good, "an image became an error row"
