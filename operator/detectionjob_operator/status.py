@@ -89,13 +89,14 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
 def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:
     """Why a Pod of the job cannot start (image, Secret, scheduling), or None.
 
+    A container that cannot start (wrong image, missing Secret) wins over a Pod that cannot be
+    scheduled yet: the first never heals by waiting, the second may (nodes added, jobs ending).
     Pods are taken in name order so the same Pods give the same answer.
     """
-    for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
-        name = pod.get("metadata", {}).get("name", "")
-        status = pod.get("status") or {}
-        if pod.get("metadata", {}).get("deletionTimestamp"):
-            continue
+    pods = sorted((p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")),
+                  key=lambda p: p.get("metadata", {}).get("name", ""))
+    for pod in pods:
+        name, status = pod.get("metadata", {}).get("name", ""), pod.get("status") or {}
         for cstatus in (status.get("initContainerStatuses") or []) + \
                 (status.get("containerStatuses") or []):
             waiting = (cstatus.get("state") or {}).get("waiting") or {}
@@ -103,6 +104,8 @@ def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:
                 detail = waiting.get("message") or waiting["reason"]
                 return Observation(PENDING, waiting["reason"],
                                    f"pod {name}, container {cstatus.get('name')}: {detail}")
+    for pod in pods:
+        name, status = pod.get("metadata", {}).get("name", ""), pod.get("status") or {}
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
                     cond.get("reason") == UNSCHEDULABLE:

@@ -190,3 +190,12 @@ def test_pod_problem_unschedulable_and_healthy_and_deleted_pods():
     # Without a message the waiting reason itself is the detail.
     obs = st.pod_problem([pod("w", waiting="ImagePullBackOff")])
     assert obs.message == "pod w, container ray-worker: ImagePullBackOff"
+
+
+def test_a_container_that_cannot_start_wins_over_an_unschedulable_pod():
+    """Seen on the test node: a wrong image on the head and no CPU left for the worker."""
+    pods = [pod("job-a-worker", unschedulable="0/1 nodes are available: 1 Insufficient cpu."),
+            pod("job-b-head", waiting="ImagePullBackOff", message='Back-off pulling image "x"')]
+    obs = st.pod_problem(pods)
+    assert (obs.reason, obs.message) == (
+        "ImagePullBackOff", 'pod job-b-head, container ray-worker: Back-off pulling image "x"')
