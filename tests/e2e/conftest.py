@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from harness import images as built_images
+from harness.fixtures import start_component
 from harness.kube import KubeControlPlane
 from harness.kuberay import KubeRay
 from harness.kueue import Kueue
-from harness.kueue_fixture import start_kueue
 from harness.minio import MinioS3
 from harness.waiting import wait_for
 
@@ -138,7 +138,7 @@ def platform(cluster, harness_workdir) -> Iterator[Platform]:
 @pytest.fixture(scope="session")
 def kueue(platform: Platform) -> Iterator[Kueue]:
     """Kueue against the platform's cluster (KubeRay's CRDs are installed by then)."""
-    k = start_kueue(platform.kube)
+    k = start_component(Kueue(platform.kube), "Kueue")
     try:
         yield k
     finally:

@@ -1,6 +1,6 @@
 """Two DetectionJobs, one Kueue quota: the second is Pending/Queued until the first finishes.
 
-Uses the ``kueue`` fixture bound to the platform's cluster (``harness.kueue_fixture.start_kueue``
+Uses the ``kueue`` fixture bound to the platform's cluster (``harness.fixtures.start_component``
 against ``platform.kube``). The ClusterQueue's nominal quota is exactly what Kueue 0.17 charges one
 job's RayJob: head (400m, 2Gi) + one worker (1 CPU, 3Gi) + KubeRay's submitter Pod (K8sJobMode,
 our ``submitterPodTemplate``: 500m, 512Mi) = 1.9 CPUs, 5.5Gi. No GPU is requested.

@@ -68,13 +68,14 @@ from . import procs
 from .binaries import BinariesMissing
 from .kube import KubeControlPlane
 from .kuberay import KubeRay
-from .kueue_fixture import kueue  # noqa: F401 - a fixture, re-exported
+from .kueue import Kueue
 from .minio import MinioS3
 from .node import Node
 from .procs import HarnessError
 
 __all__ = [
     "kueue",
+    "start_component",
     "Cluster",
     "cluster",
     "harness_workdir",
@@ -88,8 +89,11 @@ __all__ = [
 HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3", "cluster", "node", "kueue"})
 
 
-def _start(component, what: str):
-    """Start a component; turn harness errors into a clear fixture failure."""
+def start_component(component, what: str):
+    """Start a harness component; turn harness errors into a clear fixture failure.
+
+    Also for fixtures outside this module (tests/e2e) that start a component on another cluster.
+    """
     try:
         return component.start()
     except (BinariesMissing, HarnessError) as e:
@@ -110,7 +114,7 @@ def harness_workdir(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def kube(harness_workdir) -> Iterator[KubeControlPlane]:
     """A real etcd + kube-apiserver + kube-controller-manager. See module docstring."""
-    cp = _start(KubeControlPlane(harness_workdir), "The Kubernetes control plane")
+    cp = start_component(KubeControlPlane(harness_workdir), "The Kubernetes control plane")
     try:
         yield cp
     finally:
@@ -129,9 +133,9 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A node-mode control plane + a Ready :class:`~harness.node.Node`. See module docstring."""
     workdir = tmp_path_factory.mktemp("cluster")
-    cp = _start(KubeControlPlane(workdir, node_mode=True), "The node-mode Kubernetes control plane")
+    cp = start_component(KubeControlPlane(workdir, node_mode=True), "The node-mode Kubernetes control plane")
     try:
-        node = _start(Node(cp, workdir / "node"), "The test node")
+        node = start_component(Node(cp, workdir / "node"), "The test node")
         try:
             yield Cluster(cp, node)
         finally:
@@ -157,7 +161,7 @@ def node(cluster: Cluster) -> Node:
 @pytest.fixture(scope="session")
 def kuberay(kube: KubeControlPlane) -> Iterator[KubeRay]:
     """KubeRay CRDs + the real KubeRay operator. See module docstring."""
-    kr = _start(KubeRay(kube), "KubeRay")
+    kr = start_component(KubeRay(kube), "KubeRay")
     try:
         yield kr
     finally:
@@ -165,9 +169,23 @@ def kuberay(kube: KubeControlPlane) -> Iterator[KubeRay]:
 
 
 @pytest.fixture(scope="session")
+def kueue(kube: KubeControlPlane, kuberay: KubeRay) -> Iterator[Kueue]:
+    """Kueue (RayJob integration) against ``kube``; needs KubeRay's RayJob CRD, hence ``kuberay``.
+
+    CRDs Established, the controller on the host, its webhooks answering; stopped (webhook
+    configurations first) at the end of the session. See :mod:`harness.kueue`.
+    """
+    k = start_component(Kueue(kube), "Kueue")
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture(scope="session")
 def minio_s3(harness_workdir) -> Iterator[MinioS3]:
     """A real MinIO with a fresh bucket; ``AWS_*`` set in os.environ. See module docstring."""
-    s3 = _start(MinioS3(harness_workdir / "logs"), "MinIO")
+    s3 = start_component(MinioS3(harness_workdir / "logs"), "MinIO")
     saved = {k: os.environ.get(k) for k in s3.env}
     os.environ.update(s3.env)
     try:
