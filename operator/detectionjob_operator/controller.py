@@ -149,8 +149,9 @@ def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) ->
         event(dj, "Normal", st.CREATED, f"created RayJob {rayjob_name}")
         log.info("%s/%s: created RayJob %s", namespace, name, rayjob_name,
                  extra={"k8s_ref": ref(dj), "rayjob": rayjob_name})
-    obs = _with_pods(st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name),
-                     namespace, name)
+    obs = st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name)
+    if not created:  # a RayJob just created has no Pods yet: no LIST per new DetectionJob
+        obs = _with_pods(obs, namespace, name)
     fields = st.rayjob_fields(rayjob, obs.phase)
     fields["gpus"] = translate.gpus(job)
     _write(dj, obs, event, created=True, extra=fields, generation=meta.get("generation"))
@@ -194,7 +195,7 @@ def follow(rayjob: Mapping[str, Any], event: EventFn, *, deleted: bool = False,
 
 def _with_pods(obs: st.Observation, namespace: str, name: str) -> st.Observation:
     """A Pending observation, told more precisely by the job's Pods when one cannot start."""
-    if obs.phase != st.PENDING or obs.reason == "Queued":
+    if obs.phase != st.PENDING or obs.reason == st.QUEUED:
         return obs
     selector = f"{translate.NAME_LABEL}={translate.name_label(name)}"
     return st.pod_problem(kube.list_pods(namespace, selector)) or obs

@@ -34,6 +34,7 @@ STUCK_CONTAINER_REASONS = (
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 )
 UNSCHEDULABLE = "Unschedulable"
+QUEUED = "Queued"  # waiting for Kueue: no Pods exist yet
 CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, SUCCEEDED, FAILED)
 
 
@@ -60,7 +61,7 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
             queued and deployment in ("", "New", "Initializing")
             and (rayjob.get("spec") or {}).get("suspend")):
         if queued:
-            return Observation(PENDING, "Queued", f"waiting for Kueue to admit the job (queue {queue})")
+            return Observation(PENDING, QUEUED, f"waiting for Kueue to admit the job (queue {queue})")
         return Observation(SUSPENDED, "Suspended", "suspended by spec.suspend; no Ray cluster runs")
     if deployment == "Complete":
         if job == "SUCCEEDED":
