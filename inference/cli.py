@@ -27,7 +27,11 @@ def _extensions(value: str) -> list[str]:
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="detect objects in every image under --input, write Parquet to --output")
     p.add_argument("--input", help="folder, local://, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (recursive)")
-    p.add_argument("--output", help="folder or URI for part-*.parquet, _summary.json and samples/")
+    p.add_argument("--input-list", help="instead of --input: a file of image URIs, local or s3:// or gs:// "
+                                        "(text one per line, .csv, .jsonl/.manifest, .parquet)")
+    p.add_argument("--input-list-column", help="the column of --input-list holding the URIs (default: uri, "
+                                               "source-ref, path, image, ... or the only one)")
+    p.add_argument("--output", help="folder or URI for part-*.parquet, _summary.json and _samples/")
     p.add_argument("--extensions", type=_extensions, default=[],
                    help="comma-separated file extensions (default: jpg,jpeg,png,bmp,webp,tif,tiff)")
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -45,7 +49,18 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="process at most N images (after --resume)")
     p.add_argument("--samples", type=int, default=0, help="write K annotated PNGs to OUTPUT/_samples/")
     p.add_argument("--resume", action="store_true",
-                   help="keep earlier results and skip files already in the output (default: overwrite)")
+                   help="keep earlier results and skip the shards already in the output (default: overwrite)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="with --resume: detect the error rows of finished shards again")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: allow another model, weights, threshold or precision than the "
+                        "run being resumed (its rows and the new ones then differ)")
+    p.add_argument("--shard-size", type=int, default=256,
+                   help="images per shard on average: the unit of work, of resume and of one part file "
+                        "(default: %(default)s)")
+    p.add_argument("--max-failed-fraction", type=float, default=0.1,
+                   help="fail the job (exit 3, after writing every result) when more than this fraction "
+                        "of its images failed (default: %(default)s; 1 never fails)")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights none (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                    help="autocast precision on GPU (default: %(default)s)")
@@ -78,9 +93,6 @@ def run_config(args: argparse.Namespace):
             values["workers"] = str(values["workers"])
     else:
         values = {k: v for k, v in vars(args).items() if k in names}
-    for required in ("input", "output"):
-        if not values.get(required):
-            raise ValueError(f"--{required}: required")
     return RunConfig(**values)
 
 
@@ -99,12 +111,16 @@ def _progress_reporter():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from inference.pipeline import run
+    from inference.pipeline import JobFailed, run
 
     config = run_config(args)
     reporter = _progress_reporter()
     try:
         summary = run(config, progress=reporter)
+    except JobFailed as exc:
+        print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)",
+              file=sys.stderr)
+        return 3
     finally:
         if reporter is not None:
             reporter.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -62,13 +63,25 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
-def load_images(batch: dict[str, np.ndarray], fs: pafs.FileSystem) -> dict[str, np.ndarray]:
-    """Ray Data UDF: ``{path, uri}`` rows -> ``path (uri), image (uint8 HWC), width, height, error``."""
-    loaded = list(_threads().map(partial(load_one, fs), [str(p) for p in batch["path"]]))
+def _load_uri(locate: Callable[[str], tuple[pafs.FileSystem, str]], uri: str):
+    try:
+        fs, path = locate(uri)
+    except Exception as exc:  # noqa: BLE001 - an unusable URI is an error row too
+        return EMPTY_IMAGE, _describe(exc)
+    return load_one(fs, path)
+
+
+def load_uris(uris: list[str], locate: Callable[[str], tuple[pafs.FileSystem, str]]) -> dict[str, np.ndarray]:
+    """Read and decode ``uris`` on the read threads: ``path (uri), image (uint8 HWC), width, height,
+    error``, the detector's input; ``locate`` maps a URI to its filesystem and path."""
+    return _columns(uris, list(_threads().map(partial(_load_uri, locate), uris)))
+
+
+def _columns(uris, loaded: list[tuple[np.ndarray, str | None]]) -> dict[str, np.ndarray]:
     column = np.empty(len(loaded), dtype=object)
     column[:] = [image for image, _ in loaded]
     return {
-        "path": batch["uri"],
+        "path": np.asarray(uris, dtype=object),
         "image": column,
         "width": np.asarray([image.shape[1] for image, _ in loaded], dtype=np.int32),
         "height": np.asarray([image.shape[0] for image, _ in loaded], dtype=np.int32),

@@ -1,36 +1,55 @@
-"""The job: list images, then stream ``decode (CPU) -> detector actor pool -> Parquet``."""
+"""The job: plan the listing, then stream ``list (read tasks) -> shard stage (decode, detect,
+write the part) -> counts``; the driver keeps counts, shard ids and K samples, never the rows."""
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.fs as pafs
 
-from inference.decode import load_images
-from inference.detect_stage import DetectStage
+from inference.listing import Unit, plan_manifest, plan_units
 from inference.pool import PoolPlan, parse_workers, plan_pool
+from inference.shard_source import ShardSource, Tally
+from inference.shard_stage import ShardStage
 from inference.spec import ModelError, ModelSpec, check_model_name
-from inference.summary import Summary
-from inference.uris import Location, list_images, normalize_extensions, resolve
-from inference.writer import SAMPLES_DIR, SUMMARY_NAME, PartWriter, clear_outputs, done_paths
+from inference.summary import Summary, progress_line
+from inference.uris import Location, normalize_extensions, resolve
+from inference.writer import (
+    JOB_NAME,
+    SAMPLES_DIR,
+    SUMMARY_NAME,
+    clear_outputs,
+    finished_shards,
+    read_json,
+    remove_stale,
+    write_json,
+)
 
 log = logging.getLogger("detectionjob")
 
-# (done, total, failed) -> None; called every ``progress_interval`` seconds and at the end.
+# (done, total, failed) -> None; total is 0 while the listing is still going on.
 ProgressCallback = Callable[[int, int, int], None]
+# The settings a resumed run must share with the run it resumes (else its rows would mix models).
+RESUME_KEYS = ("model", "weights", "score_threshold", "precision")
+
+
+class JobFailed(RuntimeError):
+    """The job ran to its end but its result breaks the failure policy; the message says why."""
 
 
 @dataclass
 class RunConfig:
     """Everything ``detectionjob run`` takes; field names are the CLI's option names."""
 
-    input: str
-    output: str
+    input: str | None = None
+    output: str = ""
+    input_list: str | None = None
+    input_list_column: str | None = None
     extensions: list[str] = field(default_factory=list)
     model: str = "fasterrcnn_resnet50_fpn_v2"
     weights: str = "DEFAULT"
@@ -41,19 +60,31 @@ class RunConfig:
     limit: int | None = None
     samples: int = 0
     resume: bool = False
+    retry_errors: bool = False
+    allow_config_change: bool = False
+    max_failed_fraction: float = 0.1
+    shard_size: int = 256
     seed: int = 0
     precision: str = "fp32"
     ray_address: str | None = None
     progress_interval: float = 5.0
-    rows_per_file: int = 1000
 
     def validate(self) -> None:
         """Fail fast, before Ray starts and before the output is touched, with the option named."""
+        if bool(self.input) == bool(self.input_list):
+            raise ValueError("--input / --input-list: give exactly one (a folder or prefix, or a file "
+                             "listing image URIs)")
+        if not self.output:
+            raise ValueError("--output: required")
         check_model_name(self.model)
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"--shard-size: must be >= 1, got {self.shard_size}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"--score-threshold: must be within [0, 1], got {self.score_threshold}")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise ValueError(f"--max-failed-fraction: must be within [0, 1], got {self.max_failed_fraction}")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise ValueError(f"--num-gpus: must be >= 0, got {self.num_gpus}")
         if self.limit is not None and self.limit < 0:
@@ -62,6 +93,9 @@ class RunConfig:
             raise ValueError(f"--samples: must be >= 0, got {self.samples}")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"--precision: one of fp32, fp16, bf16, got {self.precision!r}")
+        if self.retry_errors and not self.resume:
+            raise ValueError("--retry-errors: only with --resume (it re-runs the error rows of a "
+                             "finished output)")
         parse_workers(self.workers)
         w = self.weights
         is_file = ("/" in w or w.endswith((".pth", ".pt"))) and not w.startswith(("http://", "https://"))
@@ -69,6 +103,13 @@ class RunConfig:
             loc = resolve(w, option="--weights")
             if loc.fs.get_file_info(loc.path).type != pafs.FileType.File:
                 raise ModelError(f"--weights: no file at {w!r}")
+
+    def settings(self) -> dict:
+        """What ``_job.json`` records of this run (checked by a later ``--resume``)."""
+        return {"input": self.input, "input_list": self.input_list, "model": self.model,
+                "weights": self.weights, "score_threshold": self.score_threshold,
+                "precision": self.precision, "shard_size": self.shard_size,
+                "extensions": list(normalize_extensions(self.extensions))}
 
 
 def _start_ray(address: str | None) -> None:
@@ -86,91 +127,157 @@ def _cluster_resources() -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def build_dataset(uris: list[tuple[str, str]], fs: pafs.FileSystem, config: RunConfig, plan: PoolPlan):
+def plan_input(config: RunConfig) -> tuple[Location, list[Unit]]:
+    """The input's location and its listing units (cheap: one directory or one page of keys)."""
+    if config.input_list:
+        src = resolve(config.input_list, option="--input-list")
+        return src, plan_manifest(src, config.input_list_column)
+    src = resolve(config.input, option="--input")
+    return src, plan_units(src, normalize_extensions(config.extensions))
+
+
+def prepare_output(dst: Location, config: RunConfig) -> frozenset[str]:
+    """Overwrite: remove an earlier run's files. Resume: the finished shards, after checking that
+    the earlier run used the same model, weights, threshold and precision."""
+    if not config.resume:
+        removed = clear_outputs(dst)
+        if removed:
+            log.info("overwrite: removed %d part files of an earlier run", removed)
+        return frozenset()
+    earlier = read_json(dst, JOB_NAME)
+    if earlier:
+        now = config.settings()
+        changed = [k for k in RESUME_KEYS if earlier.get(k) != now[k]]
+        if changed and not config.allow_config_change:
+            diffs = "; ".join(f"{k}: {earlier.get(k)!r} then, {now[k]!r} now" for k in changed)
+            raise ValueError(f"--resume: the output was written with other settings ({diffs}); its rows "
+                             "would mix the two. Use another --output, or --allow-config-change")
+    return finished_shards(dst)
+
+
+def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: Location,
+                  inputs: dict[str, Location], tally):
     """The streaming Ray Data pipeline, top to bottom."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)
-    items = [{"path": path, "uri": uri} for path, uri in uris]
     spec = ModelSpec(config.model, config.weights, config.score_threshold, config.seed)
-    # Merged into the job's runtime env. Both stages get it: with equal remote args Ray Data fuses
-    # decode into the detector actor on a CPU-only cluster (no object-store hop, no extra worker).
-    runtime_env = {"env_vars": plan.env_vars()}
     return (
-        ray.data.from_items(items, override_num_blocks=max(1, min(math.ceil(len(items) / 16), 4096)))
-        # Read and decode on CPU; images travel as uint8, never as float32.
-        .map_batches(load_images, fn_kwargs={"fs": fs}, batch_size=16, num_cpus=plan.decode_cpus,
-                     runtime_env=runtime_env)
-        # Detect on the actor pool; float conversion happens on the actor's device.
+        # List, one read task per unit: a shard of URIs flows on as soon as it is listed.
+        ray.data.read_datasource(source, num_cpus=plan.reader_cpus,
+                                 override_num_blocks=max(1, len(source.units)))
+        # One shard per call: read and decode on threads, detect on the device, write the part.
         .map_batches(
-            DetectStage,
-            fn_constructor_kwargs={"spec": spec, "device": plan.device,
+            ShardStage,
+            fn_constructor_kwargs={"spec": spec, "out": dst, "inputs": inputs,
+                                   "batch_size": config.batch_size, "samples": config.samples,
+                                   "tally": tally, "device": plan.device,
                                    "num_threads": plan.torch_threads, "precision": config.precision},
-            batch_size=config.batch_size,
-            batch_format="numpy",
+            batch_size=1,
+            batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus,
-            runtime_env=runtime_env,
+            runtime_env={"env_vars": plan.env_vars()},
         )
     )
 
 
+class _Reporter(threading.Thread):
+    """Polls the tally every ``interval`` s: a progress line on stderr and the progress callback."""
+
+    def __init__(self, tally, interval: float, started: float, progress: ProgressCallback | None):
+        super().__init__(name="detectionjob-progress", daemon=True)
+        self.tally, self.interval, self.started, self.progress = tally, interval, started, progress
+        self.stopped = threading.Event()
+
+    def report(self) -> dict:
+        import ray
+
+        try:
+            snap = ray.get(self.tally.snapshot.remote(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            log.debug("progress: %s", exc)
+            return {}
+        print(progress_line(snap, time.monotonic() - self.started), file=sys.stderr, flush=True)
+        if self.progress:
+            total = snap["to_do"] if snap["listing_finished"] else 0
+            self.progress(snap["done"], total, snap["failed"])
+        return snap
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.report()
+
+
 def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     """Run the job; returns the summary that is also written to ``_summary.json``."""
-    started = time.monotonic()
-    config.validate()
-    src = resolve(config.input, option="--input")
-    dst = resolve(config.output, option="--output")
-    files = list_images(src, normalize_extensions(config.extensions))
-    listed = len(files)
-    if config.resume:
-        done = done_paths(dst)
-        files = [f for f in files if src.uri(f) not in done]
-    skipped = listed - len(files)
-    files = files[: config.limit]
-    if not config.resume:
-        removed = clear_outputs(dst)
-        if removed:
-            log.info("overwrite: removed %d part files of an earlier run", removed)
+    import ray
 
-    summary = Summary(total=len(files), started=started)
-    writer = PartWriter(dst, rows_per_file=config.rows_per_file)
-    plan = None
-    print(f"[detectionjob] {listed} images listed under {config.input}, {skipped} already done, "
-          f"{len(files)} to process", file=sys.stderr, flush=True)
-    if files:
-        _start_ray(config.ray_address)
-        plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
-        for note in plan.notes:
-            print(f"[detectionjob] {note}", file=sys.stderr, flush=True)
-        ds = build_dataset([(f, src.uri(f)) for f in files], src.fs, config, plan)
-        last = time.monotonic()
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.add(table)
-            summary.add(table)
-            if time.monotonic() - last >= config.progress_interval:
-                last = time.monotonic()
-                print(summary.progress_line(), file=sys.stderr, flush=True)
-                if progress:
-                    progress(summary.images, summary.total, summary.failed)
-    writer.flush()
-    if progress:
-        progress(summary.images, summary.total, summary.failed)
+    started, started_wall = time.monotonic(), time.time()
+    config.validate()
+    src, units = plan_input(config)
+    dst = resolve(config.output, option="--output")
+    finished = prepare_output(dst, config)
+    write_json(dst, JOB_NAME, config.settings())
+
+    _start_ray(config.ray_address)
+    plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
+    for note in plan.notes:
+        print(f"[detectionjob] {note}", file=sys.stderr, flush=True)
+    print(f"[detectionjob] listing {config.input or config.input_list} in {len(units)} part(s); "
+          f"{len(finished)} shards already done", file=sys.stderr, flush=True)
+    tally = ray.remote(num_cpus=0)(Tally).remote(len(units), started_wall)
+    source = ShardSource(src, units, normalize_extensions(config.extensions), config.shard_size,
+                         finished, config.retry_errors, config.limit, tally)
+    inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
+    summary = Summary(samples=config.samples, started=started)
+    reporter = _Reporter(tally, config.progress_interval, started, progress)
+    reporter.start()
+    try:
+        for stats in build_dataset(source, config, plan, dst, inputs, tally).iter_batches(
+                batch_size=None, batch_format="pyarrow"):
+            summary.add(stats)
+    finally:
+        reporter.stopped.set()
+        reporter.join()
+    timing = reporter.report()
+    ray.kill(tally)
+    stale = remove_stale(dst, summary.seen) if config.limit is None else 0
+    if stale:
+        log.info("removed %d part files of shards the input no longer has", stale)
 
     samples = []
     if config.samples:
-        from inference.visualize import write_samples
+        from inference.visualize import draw_rows
 
-        samples = write_samples(dst, Location(dst.fs, dst.join(SAMPLES_DIR), dst.scheme), config.samples)
+        samples = draw_rows(summary.candidates, Location(dst.fs, dst.join(SAMPLES_DIR), dst.scheme))
     result = summary.as_dict()  # wall time and images/s up to here, samples included
     result.update(
-        input=config.input, output=config.output, model=config.model, weights=config.weights,
-        score_threshold=config.score_threshold, listed_images=listed, skipped_existing=skipped,
-        files=[dst.uri(f) for f in writer.files], pool=asdict(plan) if plan else None,
+        input=config.input, input_list=config.input_list, output=config.output, model=config.model,
+        weights=config.weights, score_threshold=config.score_threshold, shard_size=config.shard_size,
+        listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale,
+        listing_seconds=timing.get("listing_seconds"),
+        first_result_seconds=timing.get("first_result_seconds"),
     )
     if config.samples:
         result["samples"] = samples
-    writer.write_json(SUMMARY_NAME, result)
+    failure = failure_reason(summary, config.max_failed_fraction)
+    result["status"] = "failed" if failure else "succeeded"
+    if failure:
+        result["reason"] = failure
+    write_json(dst, SUMMARY_NAME, result)
+    if failure:
+        raise JobFailed(failure)
     return result
+
+
+def failure_reason(summary: Summary, max_fraction: float) -> str | None:
+    """Why the job failed under ``--max-failed-fraction``, or None."""
+    if not summary.images or summary.failed / summary.images <= max_fraction:
+        return None
+    examples = "; ".join(summary.example_errors[:3])
+    share = 100 * summary.failed / summary.images
+    return (f"{summary.failed} of {summary.images} images failed ({share:.1f}%), "
+            f"more than --max-failed-fraction {max_fraction:g}; for example: {examples}")

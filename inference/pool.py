@@ -41,13 +41,12 @@ class PoolPlan:
     torch_threads: int
     device: str
     notes: list[str] = field(default_factory=list)
-    # CPUs each read/decode task asks for. Decode fuses into the detector actor when Ray Data
-    # can; when it cannot, a decode task must still fit beside the actors (a 1-CPU Ray node with
-    # a 0.5-CPU actor could never run a 1-CPU task: the job would wait for ever).
-    decode_cpus: float = 1.0
+    # CPUs each listing (read) task asks for: it must fit beside the actors (a 1-CPU Ray node
+    # with a 0.5-CPU actor could never run a 1-CPU task: the job would wait for ever).
+    reader_cpus: float = 1.0
 
     def env_vars(self) -> dict[str, str]:
-        """Environment of the job's Ray workers (detector actors, and decode, which fuses into them).
+        """Environment of the detector actors (which read and decode too).
 
         Ray renices worker processes to 15 and sets ``OMP_NUM_THREADS`` to the CPU request (1 here).
         At nice 15 every wake-up of the driver and Ray's daemons preempts the model's OpenMP threads,
@@ -87,4 +86,4 @@ def plan_pool(
     num_cpus = 1.0 if cpus >= 2 else 0.5
     threads = max(1, cpus // high)
     return PoolPlan(low, high, num_cpus, 0.0, threads, "cpu", notes,
-                    decode_cpus=1.0 if cpus >= 2 else cpus - num_cpus)
+                    reader_cpus=1.0 if cpus >= 2 else cpus - num_cpus)

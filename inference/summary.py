@@ -1,48 +1,56 @@
-"""Running totals for a job: images, failures, detections, per-class counts, throughput."""
+"""Running totals of a job from the per-shard count rows: O(shards) ids and K samples, no rows."""
 
 from __future__ import annotations
 
 import collections
+import json
 import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from inference.sampling import merge
+
+MAX_EXAMPLE_ERRORS = 5
 
 
 @dataclass
 class Summary:
-    """Accumulates result tables; :meth:`as_dict` is what ``_summary.json`` holds."""
+    """Accumulates the detector stage's count rows; :meth:`as_dict` is most of ``_summary.json``."""
 
-    total: int
+    samples: int = 0
     started: float = field(default_factory=time.monotonic)
+    listed: int = 0
+    skipped: int = 0
     images: int = 0
     failed: int = 0
     detections: int = 0
     per_class: collections.Counter = field(default_factory=collections.Counter)
+    seen: set[str] = field(default_factory=set)  # shard ids: what this run's input holds
+    candidates: list[dict] = field(default_factory=list)
+    example_errors: list[str] = field(default_factory=list)
+    parts: int = 0
 
-    def add(self, table: pa.Table) -> None:
-        self.images += table.num_rows
-        self.failed += table.num_rows - table.column("error").null_count
-        names = pc.list_flatten(table.column("label_names"))
-        self.detections += len(names)
-        if len(names):
-            counts = pc.value_counts(names)
-            for item in counts.to_pylist():
-                self.per_class[item["values"]] += item["counts"]
+    def add(self, stats: pa.Table) -> None:
+        for row in stats.to_pylist():
+            if row["shard"] in self.seen:  # a re-run read task lists a shard twice: count it once
+                continue
+            self.seen.add(row["shard"])
+            self.listed += row["listed"]
+            self.skipped += row["skipped"]
+            self.images += row["images"]
+            self.failed += row["failed"]
+            self.detections += row["detections"]
+            self.parts += row["images"] > 0
+            self.per_class.update(json.loads(row["per_class"]))
+            if row["first_error"] and len(self.example_errors) < MAX_EXAMPLE_ERRORS:
+                self.example_errors.append(row["first_error"])
+            if self.samples:
+                self.candidates = merge(self.candidates, json.loads(row["samples"]), self.samples)
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
-
-    def progress_line(self) -> str:
-        rate = self.images / self.elapsed if self.elapsed > 0 else 0.0
-        pct = 100.0 * self.images / self.total if self.total else 100.0
-        eta = (self.total - self.images) / rate if rate > 0 else float("nan")
-        return (
-            f"[detectionjob] {self.images}/{self.total} images ({pct:.1f}%), "
-            f"{self.failed} failed, {self.detections} detections, {rate:.2f} images/s, ETA {eta:.0f}s"
-        )
 
     def as_dict(self) -> dict:
         wall = self.elapsed
@@ -51,6 +59,24 @@ class Summary:
             "failed_images": self.failed,
             "detections": self.detections,
             "per_class": dict(sorted(self.per_class.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "listed_images": self.listed,
+            "skipped_existing": self.skipped,
+            "shards": len(self.seen),
+            "parts_written": self.parts,
+            "example_errors": self.example_errors,
             "wall_seconds": round(wall, 3),
             "images_per_second": round(self.images / wall, 3) if wall > 0 else 0.0,
         }
+
+
+def progress_line(snapshot: dict, elapsed: float) -> str:
+    """One human line from a :class:`inference.shard_source.Tally` snapshot."""
+    done, total = snapshot["done"], snapshot["to_do"]
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if snapshot["listing_finished"]:
+        pct = 100.0 * done / total if total else 100.0
+        where = f"{done}/{total} images ({pct:.1f}%)"
+        tail = f", ETA {(total - done) / rate:.0f}s" if rate > 0 else ""
+    else:
+        where, tail = f"{done}/{total}+ images (still listing)", ""
+    return (f"[detectionjob] {where}, {snapshot['failed']} failed, {rate:.2f} images/s{tail}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
@@ -23,6 +23,9 @@ class Location:
     fs: pafs.FileSystem
     path: str
     scheme: str  # "" for local files
+    # S3 settings the filesystem was made with (endpoint, region, anonymous, credentials), as sorted
+    # pairs: the paged lister (``inference.listing``) makes its boto3 client from the same ones.
+    options: tuple[tuple[str, object], ...] = field(default=(), repr=False)
 
     def uri(self, path: str) -> str:
         """The user-facing URI of ``path`` (a path of this filesystem)."""
@@ -36,7 +39,7 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
-def _s3(bucket_path: str, query: dict[str, list[str]]) -> pafs.S3FileSystem:
+def _s3_options(query: dict[str, list[str]]) -> dict[str, object]:
     """S3 (or an S3-compatible store): credentials and endpoint from the standard AWS variables.
 
     Credentials found in the environment are passed explicitly, so the filesystem object that Ray
@@ -61,7 +64,12 @@ def _s3(bucket_path: str, query: dict[str, list[str]]) -> pafs.S3FileSystem:
         kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
         if os.environ.get("AWS_SESSION_TOKEN"):
             kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    if endpoint and kwargs.get("scheme") == "http":
+    return kwargs
+
+
+def _s3(options: dict[str, object]) -> pafs.S3FileSystem:
+    kwargs = dict(options)
+    if kwargs.get("endpoint_override") and kwargs.get("scheme") == "http":
         kwargs["allow_bucket_creation"] = True
     return pafs.S3FileSystem(**kwargs)
 
@@ -80,7 +88,8 @@ def resolve(uri: str, option: str = "--input") -> Location:
     bucket_path = (parts.netloc + parts.path).rstrip("/")
     query = parse_qs(parts.query)
     if scheme in ("s3", "s3a"):
-        return Location(_s3(bucket_path, query), bucket_path, "s3")
+        options = _s3_options(query)
+        return Location(_s3(options), bucket_path, "s3", tuple(sorted(options.items())))
     if scheme in ("gs", "gcs"):
         anonymous = _flag(query.get("anonymous", [""])[-1])
         return Location(pafs.GcsFileSystem(anonymous=anonymous), bucket_path, "gs")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
 from inference.decode import decode_image, read_bytes
+from inference.sampling import FIELDS, candidates, merge
 from inference.uris import Location, resolve
 from inference.writer import existing_parts
 
@@ -20,19 +19,17 @@ _PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#
             "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000"]
 
 
-def read_results(results: Location) -> pa.Table:
-    """All result rows of an output folder (or of one Parquet file)."""
+def pick_rows(results: Location, n: int) -> list[dict]:
+    """``n`` detected images of an output folder (or one Parquet file), read one part at a time:
+    the bottom-``n`` sample the job itself draws (:mod:`inference.sampling`)."""
     parts = existing_parts(results) if not results.path.endswith(".parquet") else [results.path]
     if not parts:
         raise FileNotFoundError(f"--results: no part-*.parquet files under {results.uri(results.path)!r}")
-    return pa.concat_tables(pq.read_table(p, filesystem=results.fs) for p in parts)
-
-
-def pick_rows(table: pa.Table, n: int) -> list[dict]:
-    """``n`` detected images, ordered by path, those with boxes first."""
-    ok = table.filter(pc.is_null(table.column("error")))
-    rows = sorted(ok.to_pylist(), key=lambda r: (len(r["boxes"] or []) == 0, r["path"]))
-    return rows[:n]
+    rows: list[dict] = []
+    for part in parts:
+        table = pq.read_table(part, filesystem=results.fs, columns=[*FIELDS, "error"])
+        rows = merge(rows, candidates(table, n), n)
+    return rows
 
 
 def annotate(row: dict, min_score: float) -> np.ndarray:
@@ -50,10 +47,15 @@ def annotate(row: dict, min_score: float) -> np.ndarray:
 
 
 def write_samples(results: Location, out: Location, n: int, min_score: float = 0.0) -> list[str]:
-    """Write up to ``n`` annotated PNGs into ``out``; returns their URIs."""
+    """Write up to ``n`` annotated PNGs of a job's results into ``out``; returns their URIs."""
+    return draw_rows(pick_rows(results, n), out, min_score)
+
+
+def draw_rows(rows: list[dict], out: Location, min_score: float = 0.0) -> list[str]:
+    """One annotated PNG per result row in ``out``; returns their URIs."""
     out.fs.create_dir(out.path, recursive=True)
     written = []
-    for index, row in enumerate(pick_rows(read_results(results), n)):
+    for index, row in enumerate(rows):
         stem = row["path"].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
         buffer = io.BytesIO()
         Image.fromarray(annotate(row, min_score)).save(buffer, format="PNG")

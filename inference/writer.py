@@ -1,10 +1,17 @@
-"""Write result rows as Parquet part files; ``overwrite`` replaces our files, ``resume`` appends."""
+"""The output folder: one Parquet part per shard, the run's settings, the summary, samples.
+
+``part-<shard id>.parquet`` is written where the shard's rows are (by the detector actor), under a
+hidden temporary name and renamed on local disks, as one PUT on object stores: a part is either
+whole or absent, and a retried shard replaces its part instead of adding rows. The folder reads
+directly as a Parquet dataset (``pd.read_parquet(out)``); ``_`` and ``.`` names are skipped.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
-import time
+import re
 import uuid
 
 import pyarrow as pa
@@ -16,11 +23,17 @@ from inference.uris import Location
 
 PART_PREFIX = "part-"
 SUMMARY_NAME = "_summary.json"
-SAMPLES_DIR = "_samples"  # "_" and "." names are skipped by Parquet dataset readers
+JOB_NAME = "_job.json"  # the settings of the run that wrote the parts (checked by --resume)
+SAMPLES_DIR = "_samples"
+_SHARD_PART = re.compile(r"^part-([0-9a-f]{16})\.parquet$")
+
+
+def part_path(out: Location, shard: str) -> str:
+    return out.join(f"{PART_PREFIX}{shard}.parquet")
 
 
 def existing_parts(out: Location) -> list[str]:
-    """Our Parquet part files already in the output folder."""
+    """Our Parquet part files already in the output folder (one listing, O(parts))."""
     selector = pafs.FileSelector(out.path, recursive=False, allow_not_found=True)
     return sorted(
         f.path
@@ -31,73 +44,74 @@ def existing_parts(out: Location) -> list[str]:
     )
 
 
-def done_paths(out: Location) -> set[str]:
-    """Input URIs that already have a row in the output (for ``--resume``)."""
-    paths: set[str] = set()
+def finished_shards(out: Location) -> frozenset[str]:
+    """Ids of the shards that have a part (what ``--resume`` skips)."""
+    names = (posixpath.basename(p) for p in existing_parts(out))
+    return frozenset(m.group(1) for m in map(_SHARD_PART.match, names) if m)
+
+
+def write_part(out: Location, shard: str, table: pa.Table) -> str:
+    """Publish a shard's rows atomically; returns the part's path."""
+    buffer = io.BytesIO()
+    pq.write_table(table.cast(OUTPUT_SCHEMA), buffer, compression="zstd")
+    name = part_path(out, shard)
+    if out.scheme == "":
+        out.fs.create_dir(out.path, recursive=True)
+        tmp = out.join(f".{PART_PREFIX}{shard}.{uuid.uuid4().hex[:8]}.tmp")
+        with out.fs.open_output_stream(tmp) as sink:
+            sink.write(buffer.getvalue())
+        out.fs.move(tmp, name)
+    else:
+        with out.fs.open_output_stream(name) as sink:  # one PUT: visible whole or not at all
+            sink.write(buffer.getvalue())
+    return name
+
+
+def read_part(out: Location, shard: str) -> pa.Table:
+    return pq.read_table(part_path(out, shard), filesystem=out.fs)
+
+
+def remove_stale(out: Location, seen: set[str]) -> int:
+    """Delete parts of shards this run's input no longer has (the bucket changed since), and
+    temporary parts of writers that were killed mid-write."""
+    selector = pafs.FileSelector(out.path, recursive=False, allow_not_found=True)
+    for info in out.fs.get_file_info(selector):
+        if info.base_name.startswith(f".{PART_PREFIX}") and info.base_name.endswith(".tmp"):
+            out.fs.delete_file(info.path)
+    removed = 0
     for part in existing_parts(out):
-        table = pq.read_table(part, columns=["path"], filesystem=out.fs)
-        paths.update(table.column("path").to_pylist())
-    return paths
+        m = _SHARD_PART.match(posixpath.basename(part))
+        if m is None or m.group(1) not in seen:
+            out.fs.delete_file(part)
+            removed += 1
+    return removed
 
 
 def clear_outputs(out: Location) -> int:
-    """Delete the files an earlier run wrote (parts, summary, samples); nothing else is touched."""
+    """Delete the files an earlier run wrote (parts, settings, summary, samples); nothing else."""
     removed = 0
     for part in existing_parts(out):
         out.fs.delete_file(part)
         removed += 1
-    if out.fs.get_file_info(out.join(SUMMARY_NAME)).type == pafs.FileType.File:
-        out.fs.delete_file(out.join(SUMMARY_NAME))
+    for name in (SUMMARY_NAME, JOB_NAME):
+        if out.fs.get_file_info(out.join(name)).type == pafs.FileType.File:
+            out.fs.delete_file(out.join(name))
     if out.fs.get_file_info(out.join(SAMPLES_DIR)).type == pafs.FileType.Directory:
         out.fs.delete_dir(out.join(SAMPLES_DIR))
     return removed
 
 
-class PartWriter:
-    """Buffers result tables and rolls them into ``part-<run>-<n>.parquet`` files.
+def write_json(out: Location, name: str, payload: dict) -> str:
+    out.fs.create_dir(out.path, recursive=True)
+    path = out.join(name)
+    with out.fs.open_output_stream(path) as sink:
+        sink.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    return path
 
-    Local files are written under a hidden temporary name and renamed, so an interrupted run never
-    leaves a half-written part for ``--resume`` or a dataset reader to trip over; object stores
-    publish on close. The folder reads directly as a Parquet dataset (``pd.read_parquet(out)``).
-    """
 
-    def __init__(self, out: Location, rows_per_file: int = 1000, seconds_per_file: float = 120.0):
-        self.out = out
-        self.rows_per_file = rows_per_file
-        self.seconds_per_file = seconds_per_file
-        self.run_id = uuid.uuid4().hex[:8]
-        self.buffer: list[pa.Table] = []
-        self.buffered = 0
-        self.count = 0
-        self.files: list[str] = []
-        self.started = time.monotonic()
-        out.fs.create_dir(out.path, recursive=True)
-
-    def add(self, table: pa.Table) -> None:
-        self.buffer.append(table.cast(OUTPUT_SCHEMA))
-        self.buffered += table.num_rows
-        if self.buffered >= self.rows_per_file or (
-            time.monotonic() - self.started > self.seconds_per_file
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffered:
-            return
-        table = pa.concat_tables(self.buffer)
-        name = self.out.join(f"{PART_PREFIX}{self.run_id}-{self.count:05d}.parquet")
-        local = self.out.scheme == ""
-        target = self.out.join(f".{posixpath.basename(name)}.tmp") if local else name
-        with self.out.fs.open_output_stream(target) as sink:
-            pq.write_table(table, sink, compression="zstd")
-        if local:
-            self.out.fs.move(target, name)
-        self.files.append(name)
-        self.count += 1
-        self.buffer, self.buffered, self.started = [], 0, time.monotonic()
-
-    def write_json(self, name: str, payload: dict) -> str:
-        path = self.out.join(name)
-        with self.out.fs.open_output_stream(path) as sink:
-            sink.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-        return path
+def read_json(out: Location, name: str) -> dict | None:
+    path = out.join(name)
+    if out.fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with out.fs.open_input_stream(path) as f:
+        return json.loads(f.read())

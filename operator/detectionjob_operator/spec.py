@@ -45,9 +45,18 @@ class Location:
 
 @dataclass(frozen=True)
 class InputSpec:
-    location: Location
+    location: Location  # the prefix, the PVC folder, or (with a manifest) where the manifest is
     extensions: tuple[str, ...]
     limit: int | None = None
+    manifest: str | None = None  # the manifest's URI or path inside the PVC
+    manifest_column: str | None = None
+
+    def job_args(self) -> dict[str, Any]:
+        """``input`` or ``input_list`` (+ column) as ``detectionjob run`` takes them."""
+        if self.manifest is None:
+            return {"input": self.location.job_uri(INPUT_MOUNT)}
+        where = self.manifest if self.location.uri is not None else f"{INPUT_MOUNT}/{self.manifest}"
+        return {"input_list": where, "input_list_column": self.manifest_column}
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class OutputSpec:
     location: Location
     mode: str = "overwrite"
     samples: int = 8
+    retry_errors: bool = False
+    shard_size: int = 256
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class DetectionJobSpec:
     output: OutputSpec
     model: ModelSpec
     batch_size: int
+    max_failed_fraction: float
     workers: WorkersSpec
     head: HeadSpec
     image: str
@@ -135,9 +147,17 @@ def quantity(value: int | str, path: str) -> Decimal:
 
 
 def _location(raw: Mapping[str, Any], path: str) -> Location:
-    if ("uri" in raw) == ("pvc" in raw):
-        raise SpecError(path, f"exactly one of {path}.uri and {path}.pvc must be set")
     secret = raw.get("secretRef", {}).get("name")
+    manifest = raw.get("manifest", {})
+    if path == "spec.input" and "uri" in manifest:
+        if "uri" in raw or "pvc" in raw:
+            raise SpecError(path, f"exactly one of {path}.uri, {path}.pvc and {path}.manifest.uri "
+                                  "must be set")
+        return Location(uri=manifest["uri"], secret_name=secret)
+    if ("uri" in raw) == ("pvc" in raw):
+        which = f"{path}.uri, {path}.pvc and {path}.manifest.uri" if path == "spec.input" \
+            else f"{path}.uri and {path}.pvc"
+        raise SpecError(path, f"exactly one of {which} must be set")
     if "uri" in raw:
         return Location(uri=raw["uri"], secret_name=secret)
     pvc = raw["pvc"]
@@ -198,16 +218,30 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
     spec = validate(spec_schema(), raw_spec, "spec")
     _check_node_selector_keys(spec["workers"].get("nodeSelector", {}))
     raw_input, raw_output, raw_model = spec["input"], spec["output"], spec["model"]
+    manifest = raw_input.get("manifest", {})
+    if ("uri" in manifest) == ("path" in manifest) and manifest:
+        raise SpecError("spec.input.manifest",
+                        "exactly one of spec.input.manifest.uri and spec.input.manifest.path must be set")
+    if "path" in manifest:
+        if "pvc" not in raw_input:
+            raise SpecError("spec.input",
+                            "spec.input.manifest.path is a file on spec.input.pvc, which must be set")
+        if manifest["path"].startswith("/") or ".." in manifest["path"]:
+            raise SpecError("spec.input.manifest.path", "must be a relative path without '..'")
     parsed = DetectionJobSpec(
         input=InputSpec(
             location=_location(raw_input, "spec.input"),
             extensions=tuple(raw_input["fileExtensions"]),
             limit=raw_input.get("limit"),
+            manifest=manifest.get("uri") or manifest.get("path"),
+            manifest_column=manifest.get("column"),
         ),
         output=OutputSpec(
             location=_location(raw_output, "spec.output"),
             mode=raw_output["mode"],
             samples=raw_output["samples"],
+            retry_errors=raw_output["retryErrors"],
+            shard_size=raw_output["shardSize"],
         ),
         model=ModelSpec(
             name=raw_model["name"],
@@ -216,6 +250,7 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
             precision=raw_model["precision"],
         ),
         batch_size=spec["batchSize"],
+        max_failed_fraction=float(spec["failurePolicy"]["maxFailedFraction"]),
         workers=_workers(spec["workers"]),
         head=HeadSpec(cpus=str(spec["head"]["cpus"]), memory=spec["head"]["memory"]),
         image=spec["image"],

@@ -84,7 +84,7 @@ def args_json(dj: DetectionJob) -> str:
     else:
         pool = str(workers.max_replicas * actors_per_worker)
     args = {
-        "input": spec.input.location.job_uri(INPUT_MOUNT),
+        **spec.input.job_args(),
         "output": spec.output.location.job_uri(OUTPUT_MOUNT),
         "extensions": list(spec.input.extensions),
         "model": spec.model.name,
@@ -96,6 +96,9 @@ def args_json(dj: DetectionJob) -> str:
         "workers": pool,
         "samples": spec.output.samples,
         "resume": spec.output.mode == "resume",
+        "retry_errors": spec.output.mode == "resume" and spec.output.retry_errors,
+        "shard_size": spec.output.shard_size,
+        "max_failed_fraction": spec.max_failed_fraction,
         "limit": spec.input.limit,
     }
     text = json.dumps(args, ensure_ascii=True, sort_keys=True, allow_nan=False)

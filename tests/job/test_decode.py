@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from inference import decode
-from inference.decode import decode_image, load_images
+from inference.decode import decode_image, load_uris
 
 
 def encode(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
@@ -41,7 +41,7 @@ def test_oversized_images_are_refused_before_decoding(monkeypatch):
     assert decode_image(data).shape == (100, 100, 3)
 
 
-def test_load_images_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
+def test_load_uris_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
     rng = np.random.default_rng(1)
     paths, expected = [], []
     for i in range(20):  # more files than READ_THREADS, with failures in between
@@ -56,10 +56,16 @@ def test_load_images_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
         paths.append(str(p))
     paths.append(str(tmp_path / "missing.png"))
     expected.append(None)
-    batch = {"path": np.array(paths, dtype=object), "uri": np.array([f"u{i}" for i in range(21)],
-                                                                    dtype=object)}
-    out = load_images(batch, pafs.LocalFileSystem())
-    assert list(out["path"]) == [f"u{i}" for i in range(21)]
+    uris = [f"u{i}" for i in range(21)] + ["ftp://nowhere/x.jpg"]
+    expected.append(None)
+
+    def locate(uri: str):
+        if uri.startswith("ftp:"):
+            raise ValueError("unsupported scheme 'ftp'")
+        return pafs.LocalFileSystem(), paths[int(uri[1:])]
+
+    out = load_uris(uris, locate)
+    assert list(out["path"]) == uris
     for i, size in enumerate(expected):
         if size is None:
             assert isinstance(out["error"][i], str) and out["error"][i], i
@@ -69,3 +75,4 @@ def test_load_images_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
             assert out["image"][i].shape == size
             assert (out["width"][i], out["height"][i]) == (size[1], size[0])
     assert "FileNotFoundError" in out["error"][20] or "No such file" in out["error"][20]
+    assert out["error"][21] == "ValueError: unsupported scheme 'ftp'"  # an unusable URI is a row too

@@ -9,15 +9,19 @@ import sys
 
 import numpy as np
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from jobtest import FAST_MODEL
 
-from inference.decode import load_images
-from inference.detect_stage import DetectStage
+from inference.decode import load_uris
 from inference.detector import Detector
 from inference.models import detection_models
 from inference.pool import plan_pool
+from inference.sampling import candidates
+from inference.shard_stage import ShardStage
+from inference.shards import shard_id, shard_table
 from inference.spec import DETECTION_MODELS, ModelError, ModelSpec, check_model_name
+from inference.uris import resolve
 
 
 def run_python(code: str) -> str:
@@ -38,9 +42,9 @@ def test_unknown_model_is_named():
 
 
 def test_driver_modules_do_not_import_torch():
-    code = ("import sys, inference.cli, inference.pipeline, inference.detect_stage, inference.writer, "
-            "inference.summary, ray.data; print(json.dumps(sorted(m for m in ('torch', 'torchvision') "
-            "if m in sys.modules)))")
+    code = ("import sys, inference.cli, inference.pipeline, inference.shard_stage, inference.writer, "
+            "inference.shard_source, inference.listing, inference.summary, ray.data; "
+            "print(json.dumps(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))")
     assert json.loads(run_python("import json; " + code)) == []
 
 
@@ -66,24 +70,26 @@ def test_detector_actor_runs_at_nice_0_with_its_openmp_threads(ray_runtime, cpus
     assert probe(runtime_env={"env_vars": plan.env_vars()}) == {"nice": 0, "omp": str(plan.torch_threads)}
 
 
-def test_stage_detects_like_the_detector(sample_dir):
-    """The wrapper adds nothing to the rows: same table as ``Detector`` itself on real images."""
-    paths = sorted(str(p) for p in sample_dir.glob("*.jpg"))[:2]
-    batch = load_images({"path": np.array(paths), "uri": np.array(paths)}, fs=pafs.LocalFileSystem())
+def test_shard_stage_writes_the_detectors_rows_as_the_shards_part(sample_dir, tmp_path):
+    """The stage adds nothing to the rows: its part holds what ``Detector`` itself returns, and
+    running the shard again (a retried task) replaces the part instead of adding rows."""
+    paths = sorted(str(p) for p in sample_dir.glob("*.jpg"))[:3] + [str(tmp_path / "missing.jpg")]
     spec = ModelSpec(FAST_MODEL, "none", score_threshold=0.0)
-    table = DetectStage(spec)(batch)
-    assert table.num_rows == 2 and sum(len(s) for s in table["scores"].to_pylist()) > 0
-    assert table.equals(Detector(spec)(batch))
-
-
-def test_decode_fuses_into_the_detector_actor_on_cpu(ray_runtime, sample_dir):
-    """Same remote args on both stages: no decode tasks, no object-store hop for the images."""
-    from inference.pipeline import RunConfig, build_dataset
-
-    paths = sorted(str(p) for p in sample_dir.glob("*.jpg"))[:2]
-    config = RunConfig(input=str(sample_dir), output="unused", model=FAST_MODEL, weights="none")
-    plan = plan_pool(None, None, cluster_cpus=2, cluster_gpus=0)
-    ds = build_dataset([(p, p) for p in paths], pafs.LocalFileSystem(), config, plan)
-    rows = ds.take_all()
-    assert sorted(r["path"] for r in rows) == paths and all(r["error"] is None for r in rows)
-    assert "MapBatches(load_images)->MapBatches(DetectStage)" in ds.stats()
+    out = resolve(str(tmp_path / "out"))
+    stage = ShardStage(spec, out, {"": resolve("/")}, batch_size=2, samples=2)
+    shard = shard_id(paths)
+    stats = stage(shard_table([(shard, paths, "todo")])).to_pylist()
+    assert [s["shard"] for s in stats] == [shard]
+    part = pq.read_table(tmp_path / "out" / f"part-{shard}.parquet")
+    expected = Detector(spec)(load_uris(paths, lambda u: (pafs.LocalFileSystem(), u)))
+    assert part.equals(expected)
+    assert stats[0]["images"] == 4 and stats[0]["failed"] == 1 and stats[0]["listed"] == 4
+    assert stats[0]["detections"] == sum(len(s) for s in part["scores"].to_pylist() if s) > 0
+    assert sum(json.loads(stats[0]["per_class"]).values()) == stats[0]["detections"]
+    assert [r["path"] for r in json.loads(stats[0]["samples"])] == \
+        [r["path"] for r in candidates(part, 2)]
+    stage(shard_table([(shard, paths, "todo")]))
+    assert sorted(os.listdir(tmp_path / "out")) == [f"part-{shard}.parquet"]  # no temporary left
+    assert pq.read_table(tmp_path / "out").num_rows == 4
+    skipped = stage(shard_table([(shard, paths, "done")])).to_pylist()[0]
+    assert (skipped["skipped"], skipped["images"]) == (4, 0)

@@ -125,7 +125,7 @@ def test_bad_files_become_error_rows(ray_runtime, sample_dir, tmp_path):
     (src / "ignored.txt").write_text("not listed: wrong extension\n")
     out = tmp_path / "out"
     summary = run(RunConfig(input=str(src), output=str(out), model=FAST_MODEL, weights="none",
-                            score_threshold=0.0, batch_size=2))
+                            score_threshold=0.0, batch_size=2, max_failed_fraction=1.0))
     rows = read_rows(out)
     rows = rows.set_index(rows.path.map(lambda p: Path(p).name))
     assert sorted(rows.index) == ["corrupt.jpg", "notes.jpeg", "sample_0000.jpg", "sample_0001.jpg",
@@ -141,10 +141,10 @@ def test_bad_files_become_error_rows(ray_runtime, sample_dir, tmp_path):
     assert summary["failed_images"] == 4 and summary["images"] == 6
 
 
-def test_rerun_does_not_duplicate_and_resume_skips(ray_runtime, sample_dir, tmp_path):
+def test_rerun_does_not_duplicate_and_resume_skips_finished_shards(ray_runtime, sample_dir, tmp_path):
     out = tmp_path / "out"
     base = dict(input=str(sample_dir), output=str(out), model=FAST_MODEL, weights="none",
-                score_threshold=0.0, batch_size=4)
+                score_threshold=0.0, batch_size=4, shard_size=1)
     run(RunConfig(**base, limit=2))
     first = read_rows(out)
     assert len(first) == 2
@@ -153,10 +153,10 @@ def test_rerun_does_not_duplicate_and_resume_skips(ray_runtime, sample_dir, tmp_
     assert len(again) == 2 and list(again.path) == list(first.path)
     summary = run(RunConfig(**base, resume=True))
     rows = read_rows(out)
-    assert summary["skipped_existing"] == 2 and summary["images"] == 2
+    assert summary["skipped_existing"] == 2 and summary["images"] == 2 and summary["listed_images"] == 4
     assert len(rows) == 4 and rows.path.is_unique
     idle = run(RunConfig(**base, resume=True))
-    assert idle["images"] == 0 and len(read_rows(out)) == 4
+    assert idle["images"] == 0 and idle["skipped_existing"] == 4 and len(read_rows(out)) == 4
 
 
 def test_workers_equal_to_cpus_does_not_deadlock(sample_dir, tmp_path):

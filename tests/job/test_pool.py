@@ -30,9 +30,9 @@ def test_cpu_pool_always_leaves_a_cpu_for_reading(requested, cpus):
     else:
         assert plan.max_size * plan.num_cpus < cpus
     assert plan.torch_threads * plan.max_size <= max(cpus, 1)
-    # A decode task that is not fused into the detector still fits beside every actor (a 1-CPU
-    # worker Pod with a 0.5-CPU actor and a 1-CPU decode task waited for ever on a real node).
-    assert 0 < plan.decode_cpus <= cpus - plan.max_size * plan.num_cpus
+    # A listing task still fits beside every actor (a 1-CPU worker Pod with a 0.5-CPU actor and a
+    # 1-CPU task waited for ever on a real node).
+    assert 0 < plan.reader_cpus <= cpus - plan.max_size * plan.num_cpus
 
 
 def test_capping_is_reported():

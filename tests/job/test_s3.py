@@ -25,7 +25,7 @@ def test_s3_input_and_output(minio_s3, ray_runtime, sample_dir):
         f.write(b"<annotation/>")
 
     base = dict(input=f"s3://{bucket}/voc/", output=f"s3://{bucket}/results/", model=FAST_MODEL,
-                weights="none", score_threshold=0.0, batch_size=2)
+                weights="none", score_threshold=0.0, batch_size=2, shard_size=1, max_failed_fraction=0.5)
     summary = run(RunConfig(**base, samples=1, limit=3))
     table = pq.read_table(f"{bucket}/results/", filesystem=fs)
     paths = sorted(table.column("path").to_pylist())

@@ -119,8 +119,12 @@ def test_metadata_from_the_api_server():
 # One failing spec for every CEL rule in the CRD that does not compare with oldSelf: the rules are
 # re-stated in spec.py, and this table fails when the CRD gains a rule spec.py does not know.
 CEL_CASES = {
-    "exactly one of spec.input.uri and spec.input.pvc must be set":
+    "exactly one of spec.input.uri, spec.input.pvc and spec.input.manifest.uri must be set":
         {"input": {"pvc": {"claimName": "c"}}},
+    "spec.input.manifest.path is a file on spec.input.pvc, which must be set":
+        {"input": {"manifest": {"path": "list.txt"}}},
+    "exactly one of spec.input.manifest.uri and spec.input.manifest.path must be set":
+        {"input": {"uri": None, "manifest": {"uri": "s3://b/list.txt", "path": "list.txt"}}},
     "exactly one of spec.output.uri and spec.output.pvc must be set": {"output": {"uri": None}},
     "must be a relative path without '..'":
         {"input": {"uri": None, "pvc": {"claimName": "c", "path": "a/../b"}}},

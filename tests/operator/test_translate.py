@@ -51,6 +51,7 @@ def test_defaults():
         "extensions": ["jpg", "jpeg", "png"], "model": "fasterrcnn_resnet50_fpn_v2",
         "weights": "DEFAULT", "score_threshold": 0.5, "precision": "fp32", "batch_size": 4,
         "num_gpus": 1.0, "workers": "1", "samples": 8, "resume": False, "limit": None,
+        "retry_errors": False, "shard_size": 256, "max_failed_fraction": 0.1,
     }
     env = json.loads(spec["runtimeEnvYAML"])["env_vars"]
     assert env["DETECTIONJOB_STATUS_TARGET"] == "team-a/dj"
@@ -176,6 +177,29 @@ def test_job_options():
     assert (args["model"], args["weights"], args["score_threshold"], args["precision"]) == (
         "retinanet_resnet50_fpn_v2", "s3://w/model.pt", 0.9, "bf16")
     assert args["batch_size"] == 16
+
+
+def test_scale_and_failure_options():
+    args = args_of(render({"output": {"mode": "resume", "retryErrors": True, "shardSize": 1000},
+                           "failurePolicy": {"maxFailedFraction": 0.5}}))
+    assert (args["resume"], args["retry_errors"], args["shard_size"], args["max_failed_fraction"]) == (
+        True, True, 1000, 0.5)
+    # retryErrors means nothing when the output is overwritten
+    assert args_of(render({"output": {"retryErrors": True}}))["retry_errors"] is False
+
+
+def test_manifest_inputs():
+    on_s3 = render({"input": {"uri": None, "manifest": {"uri": "s3://in/lists/train.csv",
+                                                         "column": "image"},
+                              "secretRef": {"name": "creds"}}})
+    args = args_of(on_s3)
+    assert "input" not in args
+    assert (args["input_list"], args["input_list_column"]) == ("s3://in/lists/train.csv", "image")
+    on_pvc = render({"input": {"uri": None, "pvc": {"claimName": "data", "path": "voc"},
+                               "manifest": {"path": "lists/val.txt"}}})
+    args = args_of(on_pvc)
+    assert args["input_list"] == "/mnt/detectionjob/input/lists/val.txt"
+    assert args["input_list_column"] is None and "input" not in args
 
 
 def test_lifecycle_fields():

@@ -1,0 +1,238 @@
+"""Stream the input's image URIs, spread over Ray read tasks: never the whole list in one process.
+
+The driver only *plans* the listing (:func:`plan_units`): a handful of units from at most one
+directory listing or one page of keys. Each unit is listed by its own read task, one page or one
+directory at a time (:func:`iter_uris`), in a deterministic order, and the URIs flow on as shards
+(:mod:`inference.shards`) while the listing goes on, so detection starts after the first page.
+
+* local folders: one unit per top-level subfolder (walked recursively, each folder's entries
+  sorted) plus one for the files at the top;
+* ``s3://``: one unit per top-level "folder" when the first delimiter page holds them all, else one
+  unit for the whole prefix; each unit pages through ListObjectsV2 (1,000 keys a request);
+* ``gs://``: one unit, listed by pyarrow's GCS filesystem (it has no paged listing);
+* a manifest (``--input-list``): one unit, read in record batches (text, CSV, JSON Lines, Parquet).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from inference.uris import Location, UriError, resolve
+
+MANIFEST_COLUMNS = ("uri", "source-ref", "path", "image", "image_uri", "s3_uri", "gcs_uri")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One read task's share of the listing."""
+
+    kind: str  # "walk" | "top" | "file" | "s3" | "fs" | "manifest"
+    path: str  # a local path, a bucket/key prefix, or the manifest's path
+    delimited: bool = False  # "s3": only the keys right under ``path`` (the top-level files)
+    column: str | None = None  # "manifest": the column holding the URIs
+
+
+def _suffixes(extensions: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple("." + e for e in extensions)
+
+
+def s3_client(loc: Location):
+    """A boto3 S3 client made with the same settings as ``loc.fs`` (endpoint, region, keys)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    opts = dict(loc.options)
+    kwargs: dict[str, object] = {}
+    if opts.get("endpoint_override"):
+        kwargs["endpoint_url"] = f"{opts.get('scheme', 'https')}://{opts['endpoint_override']}"
+    if opts.get("region"):
+        kwargs["region_name"] = opts["region"]
+    if opts.get("anonymous"):
+        kwargs["config"] = Config(signature_version=UNSIGNED, retries={"mode": "standard"})
+    else:
+        kwargs["config"] = Config(retries={"mode": "standard"})
+        if opts.get("access_key"):
+            kwargs.update(aws_access_key_id=opts["access_key"], aws_secret_access_key=opts["secret_key"],
+                          aws_session_token=opts.get("session_token"))
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+def _bucket_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+def plan_units(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[Unit]:
+    """Split the listing of ``src`` into units; cheap (one directory or one page of keys)."""
+    info = src.fs.get_file_info(src.path)
+    if info.type == pafs.FileType.File:
+        return [Unit("file", src.path)]
+    if src.scheme == "":
+        if info.type == pafs.FileType.NotFound:
+            raise UriError(f"{option}: {src.path!r} does not exist")
+        with os.scandir(src.path) as entries:
+            dirs = sorted(e.path for e in entries if e.is_dir(follow_symlinks=True))
+        return [Unit("top", src.path), *(Unit("walk", d) for d in dirs)]
+    if src.scheme == "s3":
+        bucket, key = _bucket_key(src.path)
+        prefix = f"{key}/" if key else ""
+        page = s3_client(src).list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=1000)
+        if page.get("IsTruncated"):
+            return [Unit("s3", src.path)]
+        folders = sorted(p["Prefix"].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return [Unit("s3", src.path, delimited=True), *(Unit("s3", f"{bucket}/{f}") for f in folders)]
+    return [Unit("fs", src.path)]
+
+
+def _walk(path: str, suffixes: tuple[str, ...], recursive: bool) -> Iterator[str]:
+    """Files under ``path`` in sorted-entry order, one directory in memory at a time."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted((e.name, e.is_dir(follow_symlinks=True)) for e in it)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name, is_dir in entries:
+        full = os.path.join(path, name)
+        if is_dir:
+            if recursive:
+                yield from _walk(full, suffixes, True)
+        elif name.lower().endswith(suffixes):
+            yield full
+
+
+def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...]) -> Iterator[str]:
+    bucket, key = _bucket_key(unit.path)
+    prefix = f"{key}/" if key else ""
+    pages = s3_client(src).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, **({"Delimiter": "/"} if unit.delimited else {}),
+        PaginationConfig={"PageSize": 1000})
+    for page in pages:
+        for obj in page.get("Contents", []):
+            if obj["Key"].lower().endswith(suffixes) and not obj["Key"].endswith("/"):
+                yield f"s3://{bucket}/{obj['Key']}"
+
+
+def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...]) -> Iterator[str]:
+    """The URIs of ``unit`` as a stream, in a deterministic order."""
+    suffixes = _suffixes(extensions)
+    if unit.kind == "file":
+        yield src.uri(unit.path)
+    elif unit.kind in ("top", "walk"):
+        yield from _walk(unit.path, suffixes, recursive=unit.kind == "walk")
+    elif unit.kind == "s3":
+        yield from _s3_keys(src, unit, suffixes)
+    elif unit.kind == "fs":
+        selector = pafs.FileSelector(unit.path, recursive=True, allow_not_found=True)
+        files = sorted(f.path for f in src.fs.get_file_info(selector)
+                       if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes))
+        yield from (src.uri(f) for f in files)
+    elif unit.kind == "manifest":
+        yield from iter_manifest(src, unit.column)
+    else:
+        raise ValueError(f"unknown listing unit {unit.kind!r}")
+
+
+def list_images(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[str]:
+    """Every image URI under ``src`` (small inputs and tests; the job streams :func:`iter_uris`)."""
+    return [u for unit in plan_units(src, extensions, option) for u in iter_uris(src, unit, extensions)]
+
+
+# --- manifests -------------------------------------------------------------------------------
+
+def manifest_format(path: str) -> str:
+    name = path.lower().rsplit("/", 1)[-1]
+    for suffix, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".jsonl", "jsonl"),
+                        (".manifest", "jsonl"), (".ndjson", "jsonl")):
+        if name.endswith(suffix):
+            return fmt
+    return "text"
+
+
+def plan_manifest(manifest: Location, column: str | None, option: str = "--input-list") -> list[Unit]:
+    """Check the manifest exists (and has the column), and make its one unit."""
+    if manifest.fs.get_file_info(manifest.path).type != pafs.FileType.File:
+        raise UriError(f"{option}: no file at {manifest.uri(manifest.path)!r}")
+    fmt = manifest_format(manifest.path)
+    if fmt in ("csv", "parquet"):
+        names = _columns(manifest, fmt)
+        chosen = column or next((c for c in MANIFEST_COLUMNS if c in names), None)
+        if chosen is None and len(names) == 1:
+            chosen = names[0]
+        if chosen not in names:
+            raise UriError(f"{option}: {manifest.uri(manifest.path)!r} has no column "
+                           f"{chosen or ' or '.join(MANIFEST_COLUMNS)!r} (columns: {', '.join(names)}); "
+                           "name it with --input-list-column")
+        column = chosen
+    return [Unit("manifest", manifest.path, column=column)]
+
+
+def _columns(manifest: Location, fmt: str) -> list[str]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(manifest.fs.open_input_file(manifest.path)).schema_arrow.names
+    with manifest.fs.open_input_stream(manifest.path) as f:
+        header = io.TextIOWrapper(f, encoding="utf-8").readline()
+    return next(csv.reader([header]), [])
+
+
+def _absolute(entry: str, manifest: Location) -> str:
+    """Entries are URIs or paths; a relative one is taken relative to the manifest's folder."""
+    if "://" in entry or entry.startswith("/"):
+        return entry
+    return manifest.uri(posixpath.join(posixpath.dirname(manifest.path), entry))
+
+
+def iter_manifest(manifest: Location, column: str | None) -> Iterator[str]:
+    """The manifest's image URIs, read in batches (never the whole file in memory)."""
+    fmt = manifest_format(manifest.path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        reader = pq.ParquetFile(manifest.fs.open_input_file(manifest.path))
+        for batch in reader.iter_batches(columns=[column], batch_size=10_000):
+            yield from (_absolute(v, manifest) for v in batch.column(0).to_pylist() if v)
+        return
+    with manifest.fs.open_input_stream(manifest.path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8")
+        if fmt == "csv":
+            for row in csv.DictReader(text):
+                value = (row.get(column) or "").strip()
+                if value:
+                    yield _absolute(value, manifest)
+            return
+        for line in text:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if fmt == "jsonl":
+                record = json.loads(line)
+                key = column or next((c for c in MANIFEST_COLUMNS if c in record), None)
+                value = record.get(key) if key else None
+                if not isinstance(value, str):
+                    raise UriError(f"--input-list: a JSON line has no {column or 'source-ref'!r} string: "
+                                   f"{line[:200]}")
+                yield _absolute(value, manifest)
+            else:
+                yield _absolute(line, manifest)
+
+
+def sources_for(uri: str, known: dict[str, Location]) -> tuple[Location, str]:
+    """The filesystem and path of an image ``uri``: the input's own (its endpoint, its keys) when
+    the scheme matches, else one resolved from the environment and remembered in ``known``."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "file" or scheme == "local":
+        return known.setdefault("", resolve("/", option="--input")), uri.split("://", 1)[1]
+    loc = known.get(scheme)
+    if loc is None:
+        loc = known[scheme] = resolve(uri, option="--input-list")
+    return loc, uri.split("://", 1)[1] if scheme else uri

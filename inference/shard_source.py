@@ -1,0 +1,110 @@
+"""The listing as a Ray Data source: one read task per listing unit, one block per shard.
+
+Read tasks stream: a shard goes downstream as soon as its URIs are listed, so the detectors start
+after the first page while the listing goes on, and no process ever holds the whole list. The
+driver holds the units and, for ``--resume``, the ids of the finished shards (O(shards)).
+A :class:`Tally` actor counts what was listed and what was detected, for progress reports.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from inference.listing import Unit, iter_uris
+from inference.shards import SHARD_SCHEMA, cut, shard_id, shard_table
+from inference.uris import Location
+
+
+class Tally:
+    """Counters shared by the read tasks, the detector actors and the driver (a Ray actor)."""
+
+    def __init__(self, units: int, started: float | None = None) -> None:
+        self.started = time.time() if started is None else started  # wall clock: shared by hosts
+        self.first_result: float | None = None
+        self.listing_finished: float | None = None
+        self.units = units
+        self.units_done = 0
+        self.listed = 0
+        self.to_do = 0
+        self.done = 0
+        self.failed = 0
+
+    def add_listed(self, images: int, to_do: int) -> None:
+        self.listed += images
+        self.to_do += to_do
+
+    def unit_finished(self) -> None:
+        self.units_done += 1
+        if self.units_done >= self.units:
+            self.listing_finished = time.time()
+
+    def add_done(self, images: int, failed: int) -> None:
+        if self.first_result is None:
+            self.first_result = time.time()
+        self.done += images
+        self.failed += failed
+
+    def snapshot(self) -> dict:
+        def since(t: float | None) -> float | None:
+            return None if t is None else round(t - self.started, 3)
+
+        return {"listed": self.listed, "to_do": self.to_do, "done": self.done, "failed": self.failed,
+                "listing_finished": self.units_done >= self.units,
+                "listing_seconds": since(self.listing_finished),
+                "first_result_seconds": since(self.first_result)}
+
+
+def _read(src: Location, units: list[Unit], extensions: tuple[str, ...], shard_size: int,
+          finished: frozenset[str], retry_errors: bool, limit: int | None, tally):
+    """Shards of ``units`` in order; with a ``limit``, stop after that many images to do."""
+    left = limit
+    for unit in units:
+        for uris in cut(iter_uris(src, unit, extensions), shard_size):
+            if left is not None and left <= 0:
+                break
+            sid = shard_id(uris)
+            state = ("check" if retry_errors else "done") if sid in finished else "todo"
+            if state == "todo" and left is not None:
+                if len(uris) > left:
+                    uris = uris[:left]
+                    sid = shard_id(uris)
+                left -= len(uris)
+            if tally is not None:
+                tally.add_listed.remote(len(uris), len(uris) if state != "done" else 0)
+            yield shard_table([(sid, uris, state)])
+        if tally is not None:
+            tally.unit_finished.remote()
+        if left is not None and left <= 0:
+            break
+
+
+class ShardSource(Datasource):
+    """``ray.data.read_datasource(ShardSource(...))``: rows ``{shard, uris, state}``."""
+
+    def __init__(self, src: Location, units: list[Unit], extensions: tuple[str, ...], shard_size: int,
+                 finished: frozenset[str] = frozenset(), retry_errors: bool = False,
+                 limit: int | None = None, tally=None) -> None:
+        self.src, self.units, self.extensions = src, units, extensions
+        self.shard_size, self.finished, self.retry_errors = shard_size, finished, retry_errors
+        self.limit, self.tally = limit, tally
+
+    def get_name(self) -> str:
+        return "ListImages"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        # A --limit is global, so a limited job lists its units one after another in one task.
+        groups = [self.units] if self.limit is not None else [[u] for u in self.units]
+        return [
+            ReadTask(partial(_read, self.src, group, self.extensions, self.shard_size, self.finished,
+                             self.retry_errors, self.limit, self.tally),
+                     BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None), schema=SHARD_SCHEMA)
+            for group in groups
+        ]

@@ -1,0 +1,107 @@
+"""The detector as a Ray Data stage over shards: decode, detect, write the shard's part.
+
+Importable without torch (the driver never loads it). One call takes one shard: its images are read
+and decoded on threads one mini-batch ahead of the detector, detected ``batch_size`` at a time, and
+written as the shard's Parquet part right here, where the rows are. What goes back to the driver
+is one small row of counts (and up to K sample candidates) per shard.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inference.listing import sources_for
+from inference.sampling import candidates
+from inference.spec import ModelSpec
+from inference.uris import Location
+from inference.writer import read_part, write_part
+
+STATS_SCHEMA = pa.schema([
+    pa.field("shard", pa.string()),
+    pa.field("listed", pa.int64()),
+    pa.field("skipped", pa.int64()),
+    pa.field("images", pa.int64()),
+    pa.field("failed", pa.int64()),
+    pa.field("detections", pa.int64()),
+    pa.field("per_class", pa.string()),  # JSON {name: count}
+    pa.field("samples", pa.string()),  # JSON [row, ...]
+    pa.field("first_error", pa.string()),
+])
+
+
+def shard_stats(table: pa.Table) -> dict:
+    """Counts of a result table: images, failed, detections, per-class."""
+    names = pc.list_flatten(table.column("label_names"))
+    per_class = {}
+    if len(names):
+        per_class = {v["values"]: v["counts"] for v in pc.value_counts(names).to_pylist()}
+    errors = table.column("error").drop_null()
+    return {"images": table.num_rows, "failed": len(errors), "detections": len(names),
+            "per_class": json.dumps(per_class), "first_error": errors[0].as_py() if len(errors) else None}
+
+
+class ShardStage:
+    """Ray Data callable class: the model is built once in ``__init__``; one shard per call."""
+
+    def __init__(self, spec: ModelSpec, out: Location, inputs: dict[str, Location], batch_size: int,
+                 samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
+                 precision: str = "fp32") -> None:
+        from inference.detector import Detector
+
+        self.detector = Detector(spec, device=device, num_threads=num_threads, precision=precision)
+        self.out, self.inputs = out, dict(inputs)
+        self.batch_size, self.samples, self.tally = batch_size, samples, tally
+        self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
+
+    def _locate(self, uri: str):
+        loc, path = sources_for(uri, self.inputs)
+        return loc.fs, path
+
+    def detect(self, uris: list[str]) -> pa.Table:
+        """Rows for ``uris``; the next mini-batch is read and decoded while this one is detected."""
+        from inference.decode import load_uris
+        from inference.schema import OUTPUT_SCHEMA
+
+        batches = [uris[i:i + self.batch_size] for i in range(0, len(uris), self.batch_size)]
+        tables = []
+        pending = self.ahead.submit(load_uris, batches[0], self._locate) if batches else None
+        for i in range(len(batches)):
+            loaded = pending.result()
+            if i + 1 < len(batches):
+                pending = self.ahead.submit(load_uris, batches[i + 1], self._locate)
+            table = self.detector(loaded)
+            tables.append(table)
+            if self.tally is not None:
+                self.tally.add_done.remote(table.num_rows, len(table.column("error").drop_null()))
+        return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
+
+    def run_shard(self, shard: str, uris: list[str], state: str) -> dict:
+        row = {"shard": shard, "listed": len(uris), "skipped": 0, "samples": "[]"}
+        kept = None
+        if state == "check":  # --retry-errors: keep the part's good rows, detect its error rows again
+            old = read_part(self.out, shard)
+            bad = pc.is_valid(old.column("error"))
+            if not pc.any(bad).as_py():
+                state = "done"
+            else:
+                kept = old.filter(pc.invert(bad))
+                uris = old.filter(bad).column("path").to_pylist()
+                row["skipped"] = kept.num_rows
+        if state == "done":
+            return {**row, "skipped": len(uris), "images": 0, "failed": 0, "detections": 0,
+                    "per_class": "{}", "first_error": None}
+        fresh = self.detect(uris)
+        write_part(self.out, shard, pa.concat_tables([kept, fresh]) if kept is not None else fresh)
+        row.update(shard_stats(fresh))
+        row["samples"] = json.dumps(candidates(fresh, self.samples))
+        return row
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = [self.run_shard(s, u, st) for s, u, st in zip(
+            batch.column("shard").to_pylist(), batch.column("uris").to_pylist(),
+            batch.column("state").to_pylist(), strict=True)]
+        return pa.Table.from_pylist(rows, schema=STATS_SCHEMA)

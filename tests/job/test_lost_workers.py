@@ -1,0 +1,127 @@
+"""Losing workers loses nothing: a multi-node Ray cluster on this machine (extra raylets, as Ray's
+own tests do); mid-job, a node holding a detector actor is removed, or an actor process is killed.
+The job still ends with every image exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from jobtest import FAST_MODEL
+
+IMAGES = 24
+
+
+@pytest.fixture
+def cluster() -> Iterator:
+    """A head without CPUs (the driver's node, as on KubeRay) and two 2-CPU worker nodes."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0,
+                                                                    "include_dashboard": False})
+    workers = [c.add_node(num_cpus=2) for _ in range(2)]
+    try:
+        yield c, workers
+    finally:
+        c.shutdown()
+
+
+def detector_processes() -> dict[int, int]:
+    """This machine's detector actor processes (Ray titles them after the stage): pid -> parent."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if cmd.startswith("ray::") and "ShardStage" in cmd:
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def start_job(c, sample_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    sources = sorted(sample_dir.glob("*.jpg"))
+    for i in range(IMAGES):
+        shutil.copy(sources[i % len(sources)], src / f"img_{i:03d}.jpg")
+    argv = [sys.executable, "-m", "inference", "run", "--input", str(src), "--output", str(out),
+            "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "0", "--batch-size", "1",
+            "--shard-size", "2", "--workers", "2", "--ray-address", c.address]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    return proc, src, out
+
+
+def wait_for_parts(proc: subprocess.Popen, out: Path, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(out.glob("part-*.parquet"))) < n:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"fewer than {n} parts after {timeout} s"
+        time.sleep(0.2)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the job did not finish in {timeout} s after losing a worker: {stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    # Ray forwards its daemons' notices (a raylet lost) to the driver's stdout before the summary.
+    lines = stdout.splitlines()
+    return json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{"):]))
+
+
+def assert_every_image_once(src: Path, out: Path, summary: dict) -> None:
+    rows = pd.read_parquet(out)
+    assert sorted(rows.path) == sorted(str(p) for p in src.glob("*.jpg"))  # all, each exactly once
+    assert rows.error.isna().all()
+    assert summary["images"] == IMAGES and summary["failed_images"] == 0
+
+
+def test_removing_a_node_with_a_detector_loses_nothing(cluster, sample_dir, tmp_path):
+    c, workers = cluster
+    proc, src, out = start_job(c, sample_dir, tmp_path)
+    try:
+        wait_for_parts(proc, out, 2)
+        raylets = {w.all_processes["raylet"][0].process.pid: w for w in workers}
+        holding = set(detector_processes().values()) & set(raylets)
+        assert holding, "no detector actor found under a worker node's raylet"
+        victim = raylets[sorted(holding)[0]]
+        c.remove_node(victim, allow_graceful=False)
+        summary = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert_every_image_once(src, out, summary)
+
+
+def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
+    c, _ = cluster
+    proc, src, out = start_job(c, sample_dir, tmp_path)
+    try:
+        wait_for_parts(proc, out, 2)
+        victims = sorted(detector_processes())
+        assert victims, "no detector actor process found"
+        os.kill(victims[0], signal.SIGKILL)
+        summary = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert_every_image_once(src, out, summary)
