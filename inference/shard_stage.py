@@ -4,6 +4,11 @@ Importable without torch (the driver never loads it). One call takes one shard: 
 and decoded on threads one mini-batch ahead of the detector, detected ``batch_size`` at a time, and
 written as the shard's Parquet part right here, where the rows are. What goes back to the driver
 is one small row of counts (and up to K sample candidates) per shard.
+
+A shard in progress has a marker, ``_attempts/<shard>.json``. When Ray Data runs a shard again
+because its worker died, the marker says so, and the shard is done carefully: one image at a time,
+each named in the marker before it is touched. An image that was named there when a worker died
+``MAX_DEATHS`` times becomes an error row instead of being tried again.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from inference.listing import sources_for
 from inference.sampling import candidates
 from inference.spec import ModelSpec
 from inference.uris import Location
-from inference.writer import read_part, write_part
+from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, write_json, write_part
+
+# A file that was being read or detected when its worker process died this many times becomes an
+# error row: a file that crashes the decoder, or runs the worker out of memory, cannot stall the job.
+MAX_DEATHS = 2
 
 STATS_SCHEMA = pa.schema([
     pa.field("shard", pa.string()),
@@ -61,6 +70,30 @@ class ShardStage:
         loc, path = sources_for(uri, self.inputs)
         return loc.fs, path
 
+    def detect_carefully(self, shard: str, uris: list[str], marker: dict) -> pa.Table:
+        """Rows for ``uris`` one image at a time, each named in the shard's marker first."""
+        from inference.decode import EMPTY_IMAGE, load_uris
+        from inference.schema import OUTPUT_SCHEMA
+
+        tables = []
+        for uri in uris:
+            deaths = marker["deaths"].get(uri, 0)
+            if deaths >= MAX_DEATHS:
+                loaded = {"path": [uri], "image": [EMPTY_IMAGE], "width": [0], "height": [0], "error": [
+                    f"WorkerDied: the worker died {deaths} times while reading or detecting this image "
+                    "(a file that crashes the decoder, or needs more memory than the worker has)"]}
+            else:
+                write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", {**marker, "current": uri})
+                loaded = load_uris([uri], self._locate)
+            tables.append(self._detected(loaded))
+        return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
+
+    def _detected(self, loaded: dict) -> pa.Table:
+        table = self.detector(loaded)
+        if self.tally is not None:
+            self.tally.add_done.remote(table.num_rows, len(table.column("error").drop_null()))
+        return table
+
     def detect(self, uris: list[str]) -> pa.Table:
         """Rows for ``uris``; the next mini-batch is read and decoded while this one is detected."""
         from inference.decode import load_uris
@@ -73,10 +106,7 @@ class ShardStage:
             loaded = pending.result()
             if i + 1 < len(batches):
                 pending = self.ahead.submit(load_uris, batches[i + 1], self._locate)
-            table = self.detector(loaded)
-            tables.append(table)
-            if self.tally is not None:
-                self.tally.add_done.remote(table.num_rows, len(table.column("error").drop_null()))
+            tables.append(self._detected(loaded))
         return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
 
     def run_shard(self, shard: str, uris: list[str], state: str) -> dict:
@@ -94,8 +124,15 @@ class ShardStage:
         if state == "done":
             return {**row, "skipped": len(uris), "images": 0, "failed": 0, "detections": 0,
                     "per_class": "{}", "first_error": None}
-        fresh = self.detect(uris)
+        marker = read_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json") or {"attempt": 0, "deaths": {}}
+        if marker.get("current"):  # the worker died on this image last time
+            marker["deaths"][marker["current"]] = marker["deaths"].get(marker["current"], 0) + 1
+        marker = {"attempt": marker["attempt"] + 1, "deaths": marker["deaths"]}
+        write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", marker)
+        careful = marker["attempt"] > 1  # Ray Data runs it again: a worker died on this shard
+        fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(uris)
         write_part(self.out, shard, pa.concat_tables([kept, fresh]) if kept is not None else fresh)
+        clear_attempt(self.out, shard)
         row.update(shard_stats(fresh))
         row["samples"] = json.dumps(candidates(fresh, self.samples))
         return row

@@ -8,6 +8,7 @@ directly as a Parquet dataset (``pd.read_parquet(out)``); ``_`` and ``.`` names 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import posixpath
@@ -25,6 +26,7 @@ PART_PREFIX = "part-"
 SUMMARY_NAME = "_summary.json"
 JOB_NAME = "_job.json"  # the settings of the run that wrote the parts (checked by --resume)
 SAMPLES_DIR = "_samples"
+ATTEMPTS_DIR = "_attempts"  # one small JSON per shard in progress: how often it was started
 _SHARD_PART = re.compile(r"^part-([0-9a-f]{16})\.parquet$")
 
 
@@ -50,21 +52,36 @@ def finished_shards(out: Location) -> frozenset[str]:
     return frozenset(m.group(1) for m in map(_SHARD_PART.match, names) if m)
 
 
+def publish(out: Location, path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing: a hidden temporary name
+    and a rename on local disks, one PUT on object stores."""
+    if out.scheme == "":
+        folder, name = posixpath.split(path)
+        out.fs.create_dir(folder, recursive=True)
+        tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        with out.fs.open_output_stream(tmp) as sink:
+            sink.write(data)
+        out.fs.move(tmp, path)
+    else:
+        with out.fs.open_output_stream(path) as sink:
+            sink.write(data)
+    return path
+
+
 def write_part(out: Location, shard: str, table: pa.Table) -> str:
     """Publish a shard's rows atomically; returns the part's path."""
     buffer = io.BytesIO()
     pq.write_table(table.cast(OUTPUT_SCHEMA), buffer, compression="zstd")
-    name = part_path(out, shard)
-    if out.scheme == "":
-        out.fs.create_dir(out.path, recursive=True)
-        tmp = out.join(f".{PART_PREFIX}{shard}.{uuid.uuid4().hex[:8]}.tmp")
-        with out.fs.open_output_stream(tmp) as sink:
-            sink.write(buffer.getvalue())
-        out.fs.move(tmp, name)
-    else:
-        with out.fs.open_output_stream(name) as sink:  # one PUT: visible whole or not at all
-            sink.write(buffer.getvalue())
-    return name
+    return publish(out, part_path(out, shard), buffer.getvalue())
+
+
+def attempt_path(out: Location, shard: str) -> str:
+    return out.join(ATTEMPTS_DIR, f"{shard}.json")
+
+
+def clear_attempt(out: Location, shard: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        out.fs.delete_file(attempt_path(out, shard))
 
 
 def read_part(out: Location, shard: str) -> pa.Table:
@@ -96,17 +113,14 @@ def clear_outputs(out: Location) -> int:
     for name in (SUMMARY_NAME, JOB_NAME):
         if out.fs.get_file_info(out.join(name)).type == pafs.FileType.File:
             out.fs.delete_file(out.join(name))
-    if out.fs.get_file_info(out.join(SAMPLES_DIR)).type == pafs.FileType.Directory:
-        out.fs.delete_dir(out.join(SAMPLES_DIR))
+    for folder in (SAMPLES_DIR, ATTEMPTS_DIR):
+        if out.fs.get_file_info(out.join(folder)).type == pafs.FileType.Directory:
+            out.fs.delete_dir(out.join(folder))
     return removed
 
 
 def write_json(out: Location, name: str, payload: dict) -> str:
-    out.fs.create_dir(out.path, recursive=True)
-    path = out.join(name)
-    with out.fs.open_output_stream(path) as sink:
-        sink.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-    return path
+    return publish(out, out.join(name), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(out: Location, name: str) -> dict | None:

@@ -125,3 +125,55 @@ def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert_every_image_once(src, out, summary)
+
+
+def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(ray_runtime, sample_dir, tmp_path):
+    """Whenever the detector works on ``poison.jpg`` its process is SIGKILLed (as the kernel's OOM
+    killer would): after a bounded number of deaths the file is an error row and the job ends."""
+    import threading
+
+    from inference.pipeline import RunConfig, run
+    from inference.shard_stage import MAX_DEATHS
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, p in enumerate(sorted(sample_dir.glob("*.jpg"))[:3]):
+        shutil.copy(p, src / f"img_{i}.jpg")
+        shutil.copy(p, src / f"more_{i}.jpg")
+    poison = src / "poison.jpg"
+    shutil.copy(sorted(sample_dir.glob("*.jpg"))[0], poison)
+    kills: list[str] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        killed_attempts: set[int] = set()
+        while not stop.wait(0.02):
+            markers = list((out / "_attempts").glob("*.json")) if (out / "_attempts").exists() else []
+            for marker in markers:
+                try:
+                    state = json.loads(marker.read_text())
+                except (OSError, ValueError):
+                    continue
+                first = state["attempt"] == 1  # the first attempt dies somewhere in the shard
+                if state["attempt"] in killed_attempts or not (first or state.get("current") == str(poison)):
+                    continue
+                for pid in detector_processes():
+                    os.kill(pid, signal.SIGKILL)
+                killed_attempts.add(state["attempt"])
+                kills.append(f"attempt {state['attempt']}: {state.get('current')}")
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        summary = run(RunConfig(input=str(src), output=str(out), model=FAST_MODEL, weights="none",
+                                score_threshold=0.0, batch_size=2, shard_size=1000, max_failed_fraction=1.0))
+    finally:
+        stop.set()
+        watcher.join()
+    rows = pd.read_parquet(out).set_index("path")
+    assert sorted(rows.index) == sorted(str(p) for p in src.glob("*.jpg"))  # every image once
+    assert rows.loc[str(poison), "error"].startswith(f"WorkerDied: the worker died {MAX_DEATHS} times")
+    assert rows.drop(str(poison)).error.isna().all()
+    assert kills == ["attempt 1: None"] + [f"attempt {a}: {poison}" for a in range(2, 2 + MAX_DEATHS)]
+    assert summary["failed_images"] == 1 and summary["images"] == 7
+    assert not list((out / "_attempts").glob("*.json"))
