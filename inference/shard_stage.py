@@ -6,9 +6,9 @@ written as the shard's Parquet part right here, where the rows are. What goes ba
 is one small row of counts (and up to K sample candidates) per shard.
 
 A shard in progress has a marker, ``_attempts/<shard>.json``. When Ray Data runs a shard again
-because its worker died, the marker says so, and the shard is done carefully: one image at a time,
-each named in the marker before it is touched. An image that was named there when a worker died
-``MAX_DEATHS`` times becomes an error row instead of being tried again.
+because its worker died, the marker says so; from the third attempt the shard is done carefully:
+one image at a time, each named in the marker before it is touched. An image that was named there
+when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tried again.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, 
 # A file that was being read or detected when its worker process died this many times becomes an
 # error row: a file that crashes the decoder, or runs the worker out of memory, cannot stall the job.
 MAX_DEATHS = 2
+CAREFUL_AFTER = 2  # attempts at full speed before a shard is done one image at a time
 
 STATS_SCHEMA = pa.schema([
     pa.field("shard", pa.string()),
@@ -129,7 +130,9 @@ class ShardStage:
             marker["deaths"][marker["current"]] = marker["deaths"].get(marker["current"], 0) + 1
         marker = {"attempt": marker["attempt"] + 1, "deaths": marker["deaths"]}
         write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", marker)
-        careful = marker["attempt"] > 1  # Ray Data runs it again: a worker died on this shard
+        # A worker died on this shard twice: a lost node is common (spot instances), so the first
+        # retry goes at full speed; after that, one image at a time to find the file that kills.
+        careful = marker["attempt"] > CAREFUL_AFTER
         fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(uris)
         write_part(self.out, shard, pa.concat_tables([kept, fresh]) if kept is not None else fresh)
         clear_attempt(self.out, shard)

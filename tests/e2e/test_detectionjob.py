@@ -138,8 +138,9 @@ def test_worker_pod_force_deleted_mid_job(platform):
     good = 240
     keys = stage_images(s3, "lose/in", good, bad=False)
     platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    # Shards of 16 on average: losing the worker costs the shard in flight, not the job so far.
     dj = detectionjob(name, ns, platform.worker_image, s3.uri("lose/in/"), s3.uri("lose/out/"),
-                      output={"samples": 0})
+                      output={"samples": 0, "shardSize": 16})
     platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
 
     def midway():
@@ -164,3 +165,46 @@ def test_worker_pod_force_deleted_mid_job(platform):
     assert len(paths) == good and len(set(paths)) == good, (len(paths), len(set(paths)))
     assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
     assert table.column("error").null_count == good, "an image became an error row"
+
+
+def _parts(s3, prefix: str) -> dict[str, object]:
+    """The part files under ``prefix``: name -> last-modified time."""
+    from pyarrow import fs as pafs
+
+    infos = s3.filesystem().get_file_info(pafs.FileSelector(f"{s3.bucket}/{prefix}", allow_not_found=True))
+    return {i.base_name: i.mtime for i in infos if i.base_name.startswith("part-")}
+
+
+def test_suspend_then_resume_detects_nothing_twice(platform):
+    """spec.suspend mid-job deletes the Ray cluster; unsuspended with output.mode resume, the job
+    skips every finished shard (their parts untouched) and detects only the rest."""
+    s3, ns, name = platform.s3, platform.namespace, "suspend-resume"
+    good = 160
+    keys = stage_images(s3, "susp/in", good, bad=False)
+    platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    dj = detectionjob(name, ns, platform.worker_image, s3.uri("susp/in/"), s3.uri("susp/out/"),
+                      output={"samples": 0, "mode": "resume", "shardSize": 8})
+    platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+    wait_for(f"{name}: 3 parts written", lambda: len(_parts(s3, "susp/out")) >= 3, timeout=JOB_TIMEOUT,
+             interval=0.5)
+    platform.kubectl("patch", "dj", name, "-n", ns, "--type", "merge", "-p", '{"spec": {"suspend": true}}')
+    wait_phase(platform, name, ("Suspended",), 180)
+    wait_for(f"{name}: no Ray Pods left", lambda: not _pods(platform, name, "worker")
+             and not _pods(platform, name, "head"), timeout=180, interval=1)
+    at_suspend = _parts(s3, "susp/out")
+    done_rows = read_output(s3, "susp/out")[0].num_rows
+    print(f"{name}: suspended with {len(at_suspend)} parts, {done_rows} of {good} images done")
+    assert 0 < done_rows < good
+
+    platform.kubectl("patch", "dj", name, "-n", ns, "--type", "merge", "-p", '{"spec": {"suspend": false}}')
+    done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
+    assert done["status"]["phase"] == "Succeeded", describe(platform, name)
+    table, _ = read_output(s3, "susp/out")
+    paths = table.column("path").to_pylist()
+    assert len(paths) == good and sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
+    summary = json.loads(s3.filesystem().open_input_file(f"{s3.bucket}/susp/out/_summary.json").read())
+    print(f"{name}: resumed run skipped {summary['skipped_existing']}, detected {summary['images']}")
+    # The images done before the suspension were not detected again: counted, and their parts untouched.
+    assert summary["skipped_existing"] == done_rows and summary["images"] == good - done_rows, summary
+    after = _parts(s3, "susp/out")
+    assert all(after[part] == mtime for part, mtime in at_suspend.items()), "a finished part was rewritten"
