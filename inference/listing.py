@@ -66,9 +66,12 @@ def s3_client(loc: Location):
     return boto3.session.Session().client("s3", **kwargs)
 
 
-def _bucket_key(path: str) -> tuple[str, str]:
-    bucket, _, key = path.partition("/")
-    return bucket, key
+def _bucket_prefix(path: str) -> tuple[str, str]:
+    """``bucket/a/b`` -> ``("bucket", "a/b/")``; ``bucket`` -> ``("bucket", "")``. A folder unit's
+    path is its common prefix less the one trailing ``/``, so ``bucket/a/`` (keys ``a//...``) and
+    ``bucket/`` (keys ``/...``) keep their own prefix instead of widening to a parent's."""
+    bucket, sep, key = path.partition("/")
+    return bucket, f"{key}/" if sep else ""
 
 
 def plan_units(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[Unit]:
@@ -83,19 +86,24 @@ def plan_units(src: Location, extensions: tuple[str, ...], option: str = "--inpu
             dirs = sorted(e.path for e in entries if e.is_dir(follow_symlinks=True))
         return [Unit("top", src.path), *(Unit("walk", d) for d in dirs)]
     if src.scheme == "s3":
-        bucket, key = _bucket_key(src.path)
-        prefix = f"{key}/" if key else ""
+        bucket, prefix = _bucket_prefix(src.path)
         page = s3_client(src).list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=1000)
         if page.get("IsTruncated"):
             return [Unit("s3", src.path)]
-        folders = sorted(p["Prefix"].rstrip("/") for p in page.get("CommonPrefixes", []))
+        folders = sorted(p["Prefix"][:-1] for p in page.get("CommonPrefixes", []))
         return [Unit("s3", src.path, delimited=True), *(Unit("s3", f"{bucket}/{f}") for f in folders)]
     return [Unit("fs", src.path)]
 
 
-def _walk(path: str, suffixes: tuple[str, ...], recursive: bool) -> Iterator[str]:
-    """Files under ``path`` in sorted-entry order, one directory in memory at a time."""
+def _walk(path: str, suffixes: tuple[str, ...], recursive: bool,
+          ancestors: frozenset[tuple[int, int]] = frozenset()) -> Iterator[str]:
+    """Files under ``path`` in sorted-entry order, one directory in memory at a time. Symlinked
+    folders are followed, but never into a folder being walked already (a link loop)."""
     try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) in ancestors:
+            return
+        ancestors = ancestors | {(st.st_dev, st.st_ino)}
         with os.scandir(path) as it:
             entries = sorted((e.name, e.is_dir(follow_symlinks=True)) for e in it)
     except (FileNotFoundError, NotADirectoryError):
@@ -104,14 +112,13 @@ def _walk(path: str, suffixes: tuple[str, ...], recursive: bool) -> Iterator[str
         full = os.path.join(path, name)
         if is_dir:
             if recursive:
-                yield from _walk(full, suffixes, True)
+                yield from _walk(full, suffixes, True, ancestors)
         elif name.lower().endswith(suffixes):
             yield full
 
 
 def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...]) -> Iterator[str]:
-    bucket, key = _bucket_key(unit.path)
-    prefix = f"{key}/" if key else ""
+    bucket, prefix = _bucket_prefix(unit.path)
     pages = s3_client(src).get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, **({"Delimiter": "/"} if unit.delimited else {}),
         PaginationConfig={"PageSize": 1000})
@@ -181,15 +188,16 @@ def _columns(manifest: Location, fmt: str) -> list[str]:
 
         return pq.ParquetFile(manifest.fs.open_input_file(manifest.path)).schema_arrow.names
     with manifest.fs.open_input_stream(manifest.path) as f:
-        header = io.TextIOWrapper(f, encoding="utf-8").readline()
+        header = io.TextIOWrapper(f, encoding="utf-8-sig").readline()
     return next(csv.reader([header]), [])
 
 
 def _absolute(entry: str, manifest: Location) -> str:
-    """Entries are URIs or paths; a relative one is taken relative to the manifest's folder."""
+    """Entries are URIs or paths; a relative one is taken relative to the manifest's folder
+    (normalized: ``./a.jpg`` or ``x/../a.jpg`` would be other, missing keys on S3)."""
     if "://" in entry or entry.startswith("/"):
         return entry
-    return manifest.uri(posixpath.join(posixpath.dirname(manifest.path), entry))
+    return manifest.uri(posixpath.normpath(posixpath.join(posixpath.dirname(manifest.path), entry)))
 
 
 def iter_manifest(manifest: Location, column: str | None) -> Iterator[str]:
@@ -203,7 +211,7 @@ def iter_manifest(manifest: Location, column: str | None) -> Iterator[str]:
             yield from (_absolute(v, manifest) for v in batch.column(0).to_pylist() if v)
         return
     with manifest.fs.open_input_stream(manifest.path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig")
         if fmt == "csv":
             for row in csv.DictReader(text):
                 value = (row.get(column) or "").strip()

@@ -1,11 +1,12 @@
-"""URI resolution and listing: local, local://, s3://, gs://; errors name the option."""
+"""URI resolution: local, local://, s3://, gs://; errors name the option; S3 settings kept, never
+printed. (Listing moved to inference.listing: tests/job/test_listing.py.)"""
 
 from __future__ import annotations
 
 import pyarrow.fs as pafs
 import pytest
 
-from inference.uris import UriError, list_images, normalize_extensions, resolve
+from inference.uris import DEFAULT_EXTENSIONS, UriError, normalize_extensions, resolve
 
 
 def test_local_forms(tmp_path):
@@ -46,18 +47,32 @@ def test_bad_uris_name_the_option(uri, message):
         resolve(uri, option="--output")
 
 
-def test_missing_local_input_is_named(tmp_path):
-    with pytest.raises(UriError, match="--input: .* does not exist"):
-        list_images(resolve(str(tmp_path / "nope")), normalize_extensions(None))
+def test_normalize_extensions():
+    assert normalize_extensions(["JPG", ".png", " .Tiff ", "", "jpg"]) == ("jpg", "png", "tiff")
+    assert normalize_extensions(None) == normalize_extensions([]) == normalize_extensions(["  "]) \
+        == DEFAULT_EXTENSIONS
 
 
-def test_listing_is_recursive_filtered_and_sorted(tmp_path):
-    for rel in ("b/2.JPG", "a/1.png", "a/deep/3.jpeg", "notes.txt", "c.jpg.bak"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    names = [p[len(str(tmp_path)) + 1:] for p in list_images(resolve(str(tmp_path)),
-                                                                normalize_extensions(None))]
-    assert names == ["a/1.png", "a/deep/3.jpeg", "b/2.JPG"]
-    only_png = list_images(resolve(str(tmp_path)), normalize_extensions([".PNG"]))
-    assert [p.rsplit("/", 1)[-1] for p in only_png] == ["1.png"]
-    assert list_images(resolve(str(tmp_path / "a/1.png")), ("jpg",)) == [str(tmp_path / "a/1.png")]
+def test_s3_options_are_kept_and_never_printed(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-t0ken")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    loc = resolve("s3://bucket/prefix")
+    assert loc.options == (("access_key", "AKIDEXAMPLEKEY"), ("endpoint_override", "127.0.0.1:9000"),
+                           ("region", "eu-west-1"), ("scheme", "http"), ("secret_key", "s3cr3t-value"),
+                           ("session_token", "session-t0ken"))
+    for text in (repr(loc), str(loc)):
+        assert "s3cr3t" not in text and "AKIDEXAMPLEKEY" not in text and "t0ken" not in text
+        assert "bucket/prefix" in text
+    # the query wins over the environment; anonymous reads carry no keys
+    anon = resolve("s3://public/voc?anonymous=true&region=us-west-2&endpoint_override=https://s3.example.com")
+    assert dict(anon.options) == {"anonymous": True, "region": "us-west-2",
+                                  "endpoint_override": "s3.example.com", "scheme": "https"}
+
+
+def test_only_s3_has_options(tmp_path):
+    assert resolve(str(tmp_path)).options == ()
+    assert resolve("gs://bucket/prefix?anonymous=true").options == ()
