@@ -20,6 +20,7 @@ import io
 import json
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -165,8 +166,12 @@ def manifest_format(path: str) -> str:
 
 
 def plan_manifest(manifest: Location, column: str | None, option: str = "--input-list") -> list[Unit]:
-    """Check the manifest exists (and has the column), and make its one unit."""
-    if manifest.fs.get_file_info(manifest.path).type != pafs.FileType.File:
+    """Check the manifest exists (and has the column), and make its one unit. A local manifest may
+    be a named pipe that another program is still writing: the job reads entries as they come."""
+    kind = manifest.fs.get_file_info(manifest.path).type
+    pipe = manifest.scheme == "" and kind == pafs.FileType.Unknown and stat.S_ISFIFO(
+        os.stat(manifest.path).st_mode)
+    if kind != pafs.FileType.File and not pipe:
         raise UriError(f"{option}: no file at {manifest.uri(manifest.path)!r}")
     fmt = manifest_format(manifest.path)
     if fmt in ("csv", "parquet"):
@@ -210,7 +215,10 @@ def iter_manifest(manifest: Location, column: str | None) -> Iterator[str]:
         for batch in reader.iter_batches(columns=[column], batch_size=10_000):
             yield from (_absolute(v, manifest) for v in batch.column(0).to_pylist() if v)
         return
-    with manifest.fs.open_input_stream(manifest.path) as raw:
+    # Local files through Python's own reader: it hands on each line as soon as it is there.
+    opened = (open(manifest.path, "rb") if manifest.scheme == ""  # noqa: SIM115 - closed below
+              else manifest.fs.open_input_stream(manifest.path))
+    with opened as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig")
         if fmt == "csv":
             for row in csv.DictReader(text):

@@ -162,6 +162,11 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)
+    # Every shard the listing yields is its own block, at once. Ray Data otherwise merges a read
+    # task's small outputs up to 128 MiB: a whole listing would pass as one block at its end, and
+    # no detector would start before it (tests/job/test_shards_job.py, the named-pipe manifest).
+    # Nothing big flows here: shards of URIs in, a count row per shard out.
+    ctx.target_max_block_size = 1
     spec = ModelSpec(config.model, config.weights, config.score_threshold, config.seed)
     return (
         # List, one read task per unit: a shard of URIs flows on as soon as it is listed.

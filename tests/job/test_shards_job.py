@@ -144,3 +144,34 @@ def test_killed_job_resumes_without_losing_or_repeating_rows(ray_runtime, sample
     assert resumed["skipped_existing"] >= partial and resumed["images"] == 16 - resumed["skipped_existing"]
     assert written <= {p.name for p in out.glob("part-*.parquet")}  # finished parts were kept
     assert not list(out.glob(".part-*"))  # a part cut off mid-write was never published, and is gone
+
+
+def test_detection_starts_before_the_listing_ends(ray_runtime, sample_dir, tmp_path):
+    """The manifest is a named pipe: its listing cannot end before the test closes it, and the test
+    closes it only after a part file (detected images) exists. Hours of listing before the first
+    image is read cannot happen: the detectors consume shards as they are listed."""
+    import threading
+
+    images = copy_images(sample_dir, tmp_path / "in", 6)
+    pipe, out = tmp_path / "list.txt", tmp_path / "out"
+    os.mkfifo(pipe)
+    seen_before_close: list[str] = []
+
+    def feed() -> None:
+        with open(pipe, "w") as f:  # blocks until the job's read task opens the pipe
+            f.write("".join(f"{p}\n" for p in images[:2]))
+            f.flush()
+            deadline = time.monotonic() + 300
+            while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            seen_before_close.extend(p.name for p in out.glob("part-*.parquet"))
+            f.write("".join(f"{p}\n" for p in images[2:]))
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    summary = run(RunConfig(input_list=str(pipe), output=str(out), model=FAST_MODEL, weights="none",
+                            score_threshold=0.0, batch_size=2, shard_size=1))
+    feeder.join(timeout=30)
+    assert seen_before_close, "no part was written while the listing was still open"
+    assert summary["first_result_seconds"] < summary["listing_seconds"], summary
+    assert sorted(rows_of(out).path) == sorted(str(p) for p in images)
