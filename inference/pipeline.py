@@ -34,6 +34,9 @@ log = logging.getLogger("detectionjob")
 
 # (done, total, failed) -> None; total is 0 while the listing is still going on.
 ProgressCallback = Callable[[int, int, int], None]
+# Shards a listing task may run ahead of the detectors (Ray Data's default is 2): the total is known
+# early for the progress column, at ~25 KB a shard (256 URIs) of object store per listing task.
+LIST_AHEAD = 1024
 # The settings a resumed run must share with the run it resumes (else its rows would mix models).
 RESUME_KEYS = ("model", "weights", "score_threshold", "precision")
 
@@ -171,7 +174,8 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
     return (
         # List, one read task per unit: a shard of URIs flows on as soon as it is listed.
         ray.data.read_datasource(source, num_cpus=plan.reader_cpus,
-                                 override_num_blocks=max(1, len(source.units)))
+                                 override_num_blocks=max(1, len(source.units)),
+                                 ray_remote_args={"_generator_backpressure_num_objects": 2 * LIST_AHEAD})
         # One shard per call: read and decode on threads, detect on the device, write the part.
         .map_batches(
             ShardStage,

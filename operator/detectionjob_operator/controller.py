@@ -164,7 +164,7 @@ def rayjob_deleted(dj: Mapping[str, Any], rayjob_name: str, event: EventFn) -> N
     fail(dj, st.RAYJOB_DELETED,
          f"RayJob {rayjob_name} was deleted by someone else; the job is not restarted. Delete "
          "and re-apply the DetectionJob to run it again (spec.output.mode: resume skips "
-         "finished images)", event)
+         "finished shards)", event)
 
 
 def follow(rayjob: Mapping[str, Any], event: EventFn, *, deleted: bool = False,
