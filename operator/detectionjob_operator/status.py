@@ -8,6 +8,7 @@ the deadline passed, the spec is invalid, the RayJob was deleted by someone else
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,6 +50,17 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# The line ``detectionjob run`` ends a failed run with (a user error or the failure policy).
+_JOB_VERDICT = re.compile(r"^detectionjob run: (?:failed|error): .*$", re.MULTILINE)
+
+
+def job_message(message: str | None) -> str | None:
+    """KubeRay's message for a failed job holds the last 20,000 characters of its log; the job's
+    own verdict line, when it wrote one, is what a user needs to read."""
+    found = _JOB_VERDICT.findall(message or "")
+    return found[-1] if found else message
+
+
 def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None) -> Observation:
     """The phase a RayJob (with KubeRay's status) puts its DetectionJob in."""
     status = rayjob.get("status") or {}
@@ -66,12 +78,14 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
     if deployment == "Complete":
         if job == "SUCCEEDED":
             return Observation(SUCCEEDED, "JobSucceeded", "the Ray job succeeded")
+        ended = f"the Ray job ended {job or 'without status'}"
         return Observation(FAILED, f"Job{job.title() or 'Failed'}",
-                           status.get("message") or f"the Ray job ended {job or 'without status'}")
+                           job_message(status.get("message")) or ended)
     if deployment in ("Failed", "ValidationFailed"):
         reason = status.get("reason") or ("ValidationFailed" if deployment == "ValidationFailed"
                                           else "RayJobFailed")
-        message = status.get("message") or f"RayJob {name} failed (Ray job {job or 'not started'})"
+        message = (job_message(status.get("message"))
+                   or f"RayJob {name} failed (Ray job {job or 'not started'})")
         return Observation(FAILED, reason, message)
     if deployment == "Running":
         if job == "RUNNING":

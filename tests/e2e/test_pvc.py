@@ -61,7 +61,13 @@ def test_pvc_input_and_output(platform):
         platform.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
         done = wait_phase(platform, name, ("Succeeded", "Failed"), 900)
-        assert done["status"]["phase"] == "Succeeded", describe(platform, name)
+        # 4 of 16 images are corrupt: more than spec.failurePolicy.maxFailedFraction's default
+        # (0.1), so the job is Failed, says why, and every result is written all the same.
+        assert done["status"]["phase"] == "Failed", describe(platform, name)
+        message = done["status"]["message"]
+        print(f"{name}: Failed: {message}")
+        assert message.startswith("detectionjob run: failed: 4 of 16 images failed (25.0%)"), message
+        assert "max-failed-fraction" in message and "\n" not in message
         parts = sorted(p for p in results.glob("*.parquet"))
         assert parts, sorted(results.iterdir())
         table = pq.ParquetDataset([str(p) for p in parts]).read()

@@ -44,6 +44,22 @@ def test_kuberay_reason_and_message_win():
         "Failed", "DeadlineExceeded", "activeDeadlineSeconds 10 passed")
 
 
+def test_a_failed_job_says_its_own_verdict_not_its_whole_log():
+    log = ("Job entrypoint command failed with exit code 3, last available logs (truncated to 20,000 "
+           "chars):\nRunning entrypoint for job j: python -m inference run --args-json-env X\n"
+           "[detectionjob] 16/16 images (100.0%), 4 failed\n"
+           "detectionjob run: failed: 4 of 16 images failed (25.0%), more than --max-failed-fraction "
+           "0.1; for example: ValueError: empty file (0 bytes) (every result is written)\n")
+    obs = st.observe(rayjob("Failed", "FAILED", reason="AppFailed", message=log),
+                     user_suspend=False, queue=None)
+    assert (obs.phase, obs.reason) == ("Failed", "AppFailed")
+    assert obs.message.startswith("detectionjob run: failed: 4 of 16 images failed (25.0%)")
+    assert "\n" not in obs.message
+    other = "Job entrypoint command failed with exit code 1: Traceback ..."
+    assert st.observe(rayjob("Failed", "FAILED", reason="AppFailed", message=other),
+                      user_suspend=False, queue=None).message == other
+
+
 def test_queued_in_kueue_is_pending():
     for deployment in ("", "Initializing", "Suspended"):
         obs = st.observe(rayjob(deployment, suspend=True), user_suspend=False, queue="gpu")
