@@ -9,7 +9,6 @@ URIs: the same images give the same id, hence the same part file name, in every 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
@@ -31,12 +30,18 @@ def shard_id(uris: list[str]) -> str:
     return digest.hexdigest()
 
 
+def _boundary_hash(uri: str) -> int:
+    """A well-mixed 64-bit hash (CRC32's low bits follow sequential names like img-0001.jpg in
+    runs: shards of 1 and of the 4x cap instead of ``size``)."""
+    return int.from_bytes(hashlib.blake2b(uri.encode(), digest_size=8).digest(), "little")
+
+
 def cut(uris: Iterable[str], size: int) -> Iterator[list[str]]:
     """Content-defined shards of ``uris`` averaging ``size`` (at most ``4 x size``)."""
     shard: list[str] = []
     for uri in uris:
         shard.append(uri)
-        if len(shard) >= MAX_FACTOR * size or zlib.crc32(uri.encode()) % size == 0:
+        if len(shard) >= MAX_FACTOR * size or _boundary_hash(uri) % size == 0:
             yield shard
             shard = []
     if shard:

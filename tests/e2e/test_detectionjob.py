@@ -189,8 +189,12 @@ def test_suspend_then_resume_detects_nothing_twice(platform):
              interval=0.5)
     platform.kubectl("patch", "dj", name, "-n", ns, "--type", "merge", "-p", '{"spec": {"suspend": true}}')
     wait_phase(platform, name, ("Suspended",), 180)
-    wait_for(f"{name}: no Ray Pods left", lambda: not _pods(platform, name, "worker")
-             and not _pods(platform, name, "head"), timeout=180, interval=1)
+    def gone() -> bool:  # terminating Pods too: a worker in its grace period still writes parts
+        out = platform.kubectl("get", "pods", "-n", ns, "-o", "name", "-l",
+                               f"detectionjob.dev/name={name},ray.io/node-type").stdout
+        return not out.strip()
+
+    wait_for(f"{name}: no Ray Pods left", gone, timeout=300, interval=1)
     at_suspend = _parts(s3, "susp/out")
     done_rows = read_output(s3, "susp/out")[0].num_rows
     print(f"{name}: suspended with {len(at_suspend)} parts, {done_rows} of {good} images done")
