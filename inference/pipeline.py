@@ -26,6 +26,7 @@ from inference.writer import (
     clear_outputs,
     finished_shards,
     read_json,
+    remove_attempts_folder,
     remove_stale,
     write_json,
 )
@@ -253,6 +254,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
         reporter.join()
     timing = reporter.report()
     ray.kill(tally)
+    remove_attempts_folder(dst)
     stale = remove_stale(dst, summary.seen) if config.limit is None else 0
     if stale:
         log.info("removed %d part files of shards the input no longer has", stale)

@@ -84,6 +84,15 @@ def clear_attempt(out: Location, shard: str) -> None:
         out.fs.delete_file(attempt_path(out, shard))
 
 
+def remove_attempts_folder(out: Location) -> None:
+    """Delete the markers' folder once no shard is in progress (every marker was cleared)."""
+    folder = out.join(ATTEMPTS_DIR)
+    if out.fs.get_file_info(folder).type != pafs.FileType.Directory:
+        return
+    if not out.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        out.fs.delete_dir(folder)
+
+
 def read_part(out: Location, shard: str) -> pa.Table:
     return pq.read_table(part_path(out, shard), filesystem=out.fs)
 

@@ -89,7 +89,9 @@ def test_shard_stage_writes_the_detectors_rows_as_the_shards_part(sample_dir, tm
     assert [r["path"] for r in json.loads(stats[0]["samples"])] == \
         [r["path"] for r in candidates(part, 2)]
     stage(shard_table([(shard, paths, "todo")]))
-    assert sorted(os.listdir(tmp_path / "out")) == [f"part-{shard}.parquet"]  # no temporary left
+    # no temporary left, and the shard's attempt marker is cleared once its part is published
+    assert sorted(os.listdir(tmp_path / "out")) == ["_attempts", f"part-{shard}.parquet"]
+    assert os.listdir(tmp_path / "out" / "_attempts") == []
     assert pq.read_table(tmp_path / "out").num_rows == 4
     skipped = stage(shard_table([(shard, paths, "done")])).to_pylist()[0]
     assert (skipped["skipped"], skipped["images"]) == (4, 0)

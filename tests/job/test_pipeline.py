@@ -99,6 +99,9 @@ def test_summary_agrees_with_the_parquet(equivalence_run):
         assert s["detections"] == detections
         assert sum(s["per_class"].values()) == detections
         assert s["images_per_second"] > 0 and s["wall_seconds"] > 0
+    # what a finished run leaves: its parts, settings, summary and samples; no attempt markers
+    names = {p.name for p in out.iterdir() if not p.name.startswith("part-")}
+    assert names == {"_job.json", "_summary.json", "_samples"}
 
 
 def test_samples_are_annotated_originals(equivalence_run):
