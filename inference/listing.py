@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from inference.uris import Location, UriError, resolve
+from inference.uris import DEFAULT_EXTENSIONS, Location, UriError, resolve
 
 MANIFEST_COLUMNS = ("uri", "source-ref", "path", "image", "image_uri", "s3_uri", "gcs_uri")
 
@@ -178,6 +178,8 @@ def plan_manifest(manifest: Location, column: str | None, option: str = "--input
         names = _columns(manifest, fmt)
         chosen = column or next((c for c in MANIFEST_COLUMNS if c in names), None)
         if chosen is None and len(names) == 1:
+            if fmt == "csv" and _looks_like_an_image(names[0]):  # no header: the first line is data
+                return [Unit("manifest", manifest.path, column=None)]
             chosen = names[0]
         if chosen not in names:
             raise UriError(f"{option}: {manifest.uri(manifest.path)!r} has no column "
@@ -185,6 +187,11 @@ def plan_manifest(manifest: Location, column: str | None, option: str = "--input
                            "name it with --input-list-column")
         column = chosen
     return [Unit("manifest", manifest.path, column=column)]
+
+
+def _looks_like_an_image(cell: str) -> bool:
+    cell = cell.strip().lower()
+    return "://" in cell or cell.endswith(tuple("." + e for e in DEFAULT_EXTENSIONS))
 
 
 def _columns(manifest: Location, fmt: str) -> list[str]:
@@ -221,8 +228,10 @@ def iter_manifest(manifest: Location, column: str | None) -> Iterator[str]:
     with opened as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig")
         if fmt == "csv":
-            for row in csv.DictReader(text):
-                value = (row.get(column) or "").strip()
+            # column None: a one-column CSV without a header (its first line already an image)
+            rows = csv.DictReader(text) if column else csv.reader(text)
+            for row in rows:
+                value = ((row.get(column) if column else (row[0] if row else "")) or "").strip()
                 if value:
                     yield _absolute(value, manifest)
             return

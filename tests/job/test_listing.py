@@ -238,6 +238,15 @@ def test_one_column_csv_with_any_header(tmp_path):
     assert units[0].column == "my images" and uris == [f"{tmp_path}/a.jpg", f"{tmp_path}/sub/b.png"]
 
 
+@pytest.mark.parametrize("first", ["a.JPG", "s3://bucket/a.jpg"])
+def test_one_column_csv_without_a_header_loses_no_line(tmp_path, first):
+    path = tmp_path / "files.csv"
+    path.write_text(f"{first}\nsub/b.png\n\n")
+    units, uris = read_manifest(path)
+    assert units[0].column is None
+    assert uris == [first if "://" in first else f"{tmp_path}/{first}", f"{tmp_path}/sub/b.png"]
+
+
 def test_manifests_written_with_a_byte_order_mark(tmp_path):
     """Excel and PowerShell write UTF-8 with a BOM: the header is still ``uri``, a line still a URI."""
     csv_path, txt_path = tmp_path / "excel.csv", tmp_path / "ps.txt"
