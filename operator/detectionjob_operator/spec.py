@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from detectionjob_operator.schema import API_VERSION, KIND, SpecError, spec_schema, validate
+from inference.spec import DETECTION_MODELS
 
 INPUT_MOUNT = "/mnt/detectionjob/input"
 OUTPUT_MOUNT = "/mnt/detectionjob/output"
@@ -228,6 +229,9 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
                             "spec.input.manifest.path is a file on spec.input.pvc, which must be set")
         if manifest["path"].startswith("/") or ".." in manifest["path"]:
             raise SpecError("spec.input.manifest.path", "must be a relative path without '..'")
+    if raw_model["name"] not in DETECTION_MODELS:  # the job would refuse it after the pods start
+        raise SpecError("spec.model.name", f"{raw_model['name']!r} is not a torchvision detection model; "
+                        "choose one of " + ", ".join(DETECTION_MODELS))
     parsed = DetectionJobSpec(
         input=InputSpec(
             location=_location(raw_input, "spec.input"),

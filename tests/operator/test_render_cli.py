@@ -42,6 +42,7 @@ def test_render_several_documents():
 @pytest.mark.parametrize(("doc", "field"), [
     (make_dj({"workers": {"minReplicas": 4, "maxReplicas": 2}}), "spec.workers.minReplicas"),
     (make_dj({"output": {"mode": "append"}}), "spec.output.mode"),
+    (make_dj({"model": {"name": "yolo"}}), "spec.model.name"),
     (make_dj({"input": {"uri": "ftp://x"}}), "spec.input.uri"),
     (make_dj({"image": None}), "spec.image"),
     (make_dj({"workerz": {}}), "spec.workerz"),

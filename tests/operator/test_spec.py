@@ -34,6 +34,7 @@ def error_of(doc) -> SpecError:
     ({"output": {"mode": "append"}}, "spec.output.mode", "one of overwrite, resume"),
     ({"output": {"samples": -1}}, "spec.output.samples", ">= 0"),
     ({"model": {"name": "Faster RCNN"}}, "spec.model.name", "does not match"),
+    ({"model": {"name": "yolo"}}, "spec.model.name", "'yolo' is not a torchvision detection model"),
     ({"model": {"scoreThreshold": 1.5}}, "spec.model.scoreThreshold", "<= 1"),
     ({"model": {"scoreThreshold": float("nan")}}, "spec.model.scoreThreshold", "finite"),
     ({"model": {"scoreThreshold": "0.5"}}, "spec.model.scoreThreshold", "must be a number"),
