@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from inference.spec import DEFAULT_MODEL, ModelError
 from inference.uris import UriError
 
 USER_ERRORS = (UriError, ModelError, WorkersError, ValueError, FileNotFoundError, PermissionError)
+PLUGIN_GROUP = "detectionjob.commands"
 
 
 def _num_gpus(value: str) -> float | None:
@@ -102,7 +104,7 @@ def _progress_reporter():
     if not target:
         return None
     try:
-        from detectionjob_operator.progress import StatusReporter
+        from inference.status_reporter import StatusReporter
 
         return StatusReporter(target)
     except Exception as exc:  # noqa: BLE001 - progress is best effort, never fatal
@@ -115,17 +117,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = run_config(args)
     reporter = _progress_reporter()
-    try:
-        summary = run(config, progress=reporter)
-    except JobFailed as exc:
-        print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)",
-              file=sys.stderr)
-        return 3
-    finally:
-        if reporter is not None:
-            reporter.close()
+    # stdout is the summary's alone: Ray forwards its notices (a worker or raylet lost, a task
+    # retried) to the driver's sys.stdout, up to its shutdown; they go to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            summary = run(config, progress=reporter)
+        except JobFailed as exc:
+            print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)")
+            return 3
+        finally:
+            if reporter is not None:
+                reporter.close()
+            _shutdown_ray()
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+def _shutdown_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def add_visualize_parser(sub: argparse._SubParsersAction) -> None:
@@ -168,13 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_visualize_parser(sub)
     add_samples_parser(sub)
-    try:
-        from detectionjob_operator.cli import register
-    except ImportError:  # the operator package is optional inside a worker image
-        pass
-    else:
-        register(sub)
+    add_plugin_commands(sub)
     return parser
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that installed packages add through the ``detectionjob.commands`` entry points
+    (the operator's ``render`` and ``operator``): the job never imports the operator by name."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = point.load()
+        except ImportError as exc:  # e.g. a worker image without the operator's dependencies
+            logging.getLogger("detectionjob").debug("no %r commands: %s", point.name, exc)
+            continue
+        register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,9 +219,7 @@ def entry() -> None:
     down and the standard streams are flushed explicitly before the process exits.
     """
     code = main()
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    _shutdown_ray()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -16,8 +16,9 @@ from typing import Any
 
 from detectionjob_operator import kube, metrics, translate
 from detectionjob_operator import status as st
-from detectionjob_operator.schema import API_VERSION, KIND, SpecError
+from detectionjob_operator.schema import SpecError
 from detectionjob_operator.spec import parse
+from inference.detectionjob_api import API_VERSION, KIND
 
 log = logging.getLogger(__name__)
 

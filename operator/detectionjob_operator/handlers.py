@@ -16,8 +16,8 @@ from typing import Any
 import kopf
 
 from detectionjob_operator import controller, metrics, translate
-from detectionjob_operator.schema import GROUP, PLURAL, VERSION
 from detectionjob_operator.translate import MANAGED_BY, MANAGED_BY_LABEL
+from inference.detectionjob_api import GROUP, PLURAL, VERSION
 
 DETECTIONJOBS = (GROUP, VERSION, PLURAL)
 RAYJOBS = ("ray.io", "v1", "rayjobs")

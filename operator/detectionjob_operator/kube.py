@@ -8,27 +8,20 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from detectionjob_operator.schema import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from inference.detectionjob_api import API_VERSION, GROUP, KIND, MERGE_PATCH, PLURAL, VERSION, new_api_client
 
 log = logging.getLogger(__name__)
 
-MERGE_PATCH = "application/merge-patch+json"
 RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
 
 
 @functools.cache
 def api_client() -> client.ApiClient:
-    """An API client from the in-cluster config, else the kubeconfig ($KUBECONFIG)."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = 32
-    return client.ApiClient(cfg)
+    """The operator's one API client (its handlers run on many threads: a larger pool)."""
+    return new_api_client(pool_size=32)
 
 
 def _custom() -> client.CustomObjectsApi:

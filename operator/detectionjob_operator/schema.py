@@ -19,12 +19,9 @@ from typing import Any
 
 import yaml
 
+from inference.detectionjob_api import VERSION
+
 CRD_FILE = "detectionjob.dev_detectionjobs.yaml"
-GROUP = "detectionjob.dev"
-VERSION = "v1alpha1"
-KIND = "DetectionJob"
-PLURAL = "detectionjobs"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 
 class SpecError(ValueError):

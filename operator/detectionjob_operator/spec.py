@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from detectionjob_operator.schema import API_VERSION, KIND, SpecError, spec_schema, validate
+from detectionjob_operator.schema import SpecError, spec_schema, validate
+from inference.detectionjob_api import API_VERSION, KIND
 from inference.spec import DETECTION_MODELS
 
 INPUT_MOUNT = "/mnt/detectionjob/input"

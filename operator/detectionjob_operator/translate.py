@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from detectionjob_operator.schema import API_VERSION, KIND
 from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, Location
+from inference.detectionjob_api import API_VERSION, KIND
 
 RAYJOB_API_VERSION = "ray.io/v1"
 ENTRYPOINT = "python -m inference run --args-json-env DETECTIONJOB_ARGS"

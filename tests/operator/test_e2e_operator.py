@@ -20,9 +20,10 @@ import yaml
 from djtest import EXAMPLE, ROOT, make_dj
 from e2e import CRD, OPERATOR_RULES, Operator, wait_for
 
+from inference.detectionjob_api import GROUP, PLURAL, VERSION
+
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "detectionjob.dev", "v1alpha1", "detectionjobs"
 RAY = ("ray.io", "v1", "rayjobs")
 SYSTEM_NS = "dje2e-system"
 KUBERAY_NS = "kuberay-watched"
@@ -326,8 +327,9 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
                           "Succeeded": "False", "Failed": "False"}
 
     # Progress, from the job's own ServiceAccount (the one the head Pod runs as).
-    from detectionjob_operator.progress import StatusReporter
     from detectionjob_operator.translate import reporter_name
+
+    from inference.status_reporter import StatusReporter
 
     job_kubeconfig = kube.serviceaccount_kubeconfig(namespace, reporter_name(name), create=False)
     from kubernetes import client, config

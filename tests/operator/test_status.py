@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from detectionjob_operator import progress
 from detectionjob_operator import status as st
 from detectionjob_operator.controller import controller_owner
+
+from inference import status_reporter as progress
 
 
 def rayjob(deployment="", job="", suspend=False, **status):

@@ -16,11 +16,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from detectionjob_operator.schema import GROUP, PLURAL, VERSION
+from inference.detectionjob_api import GROUP, MERGE_PATCH, PLURAL, VERSION, new_api_client
 
 log = logging.getLogger(__name__)
-
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def summary(done: int, total: int) -> str:
@@ -35,17 +33,6 @@ def progress_patch(done: int, total: int, failed: int) -> dict[str, Any]:
     return {"status": {"progress": {"done": int(done), "total": int(total),
                                     "failed": int(failed), "summary": summary(done, total),
                                     "updateTime": stamp}}}
-
-
-def _default_api() -> Any:
-    from kubernetes import client, config
-
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    return client.CustomObjectsApi(client.ApiClient(cfg))
 
 
 class StatusReporter:
@@ -68,7 +55,9 @@ class StatusReporter:
 
     def _client(self) -> Any:
         if self._api is None:
-            self._api = _default_api()
+            from kubernetes import client
+
+            self._api = client.CustomObjectsApi(new_api_client())
         return self._api
 
     def __call__(self, done: int, total: int, failed: int = 0) -> None:
