@@ -28,11 +28,19 @@ class ModelError(ValueError):
     """A model name or weights value that cannot be used; the message names the option."""
 
 
+def unknown_model(name: str) -> str | None:
+    """Why ``name`` is not a torchvision detection builder, or None when it is (the job's
+    ``--model`` check and the operator's ``spec.model.name`` check both say this)."""
+    if name in DETECTION_MODELS:
+        return None
+    return f"{name!r} is not a torchvision detection model; choose one of " + ", ".join(DETECTION_MODELS)
+
+
 def check_model_name(name: str) -> None:
     """Raise ``ModelError`` naming ``--model`` unless ``name`` is a torchvision detection builder."""
-    if name not in DETECTION_MODELS:
-        raise ModelError(f"--model: {name!r} is not a torchvision detection model; choose one of "
-                         + ", ".join(DETECTION_MODELS))
+    problem = unknown_model(name)
+    if problem:
+        raise ModelError(f"--model: {problem}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from detectionjob_operator.schema import SpecError, spec_schema, validate
 from inference.detectionjob_api import API_VERSION, KIND
-from inference.spec import DETECTION_MODELS
+from inference.spec import unknown_model
 
 INPUT_MOUNT = "/mnt/detectionjob/input"
 OUTPUT_MOUNT = "/mnt/detectionjob/output"
@@ -230,9 +230,9 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
                             "spec.input.manifest.path is a file on spec.input.pvc, which must be set")
         if manifest["path"].startswith("/") or ".." in manifest["path"]:
             raise SpecError("spec.input.manifest.path", "must be a relative path without '..'")
-    if raw_model["name"] not in DETECTION_MODELS:  # the job would refuse it after the pods start
-        raise SpecError("spec.model.name", f"{raw_model['name']!r} is not a torchvision detection model; "
-                        "choose one of " + ", ".join(DETECTION_MODELS))
+    problem = unknown_model(raw_model["name"])  # the job would refuse it after the Pods start
+    if problem:
+        raise SpecError("spec.model.name", problem)
     parsed = DetectionJobSpec(
         input=InputSpec(
             location=_location(raw_input, "spec.input"),
