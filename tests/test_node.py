@@ -10,14 +10,17 @@ import io
 import ipaddress
 import json
 import subprocess
+import tarfile
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import build_c_image, wait_for
+from harness import build_c_image, wait_for, write_scratch_image
 from harness.fixtures import Cluster
+from harness.images import image_config
 from harness.node import BRIDGE, kubepods_cgroups, read_sysctl
+from harness.oci_layout import write_oci_layout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -205,6 +208,43 @@ def test_import_image_from_streams(cluster: Cluster, tmp_path: Path):
     listed = cluster.node.ctr("images", "ls", "-q").stdout.split()
     assert "detectionjob.local/probe:stream" in listed
     cluster.node.ctr("images", "rm", "detectionjob.local/probe:stream")
+
+
+def test_a_rebuilt_image_imports_only_its_new_layers(cluster: Cluster, tmp_path: Path, restricted_ns: str):
+    """An image that shares its base layer with an imported one goes in as its new layers only,
+    and still runs once the first image is removed (the shared layer stays in the store)."""
+    node = cluster.node
+    first = build_c_image(PROBE_C, "detectionjob.local/probe:base", tmp_path / "a", name="probe")
+    second = write_scratch_image(tmp_path / "b.tar", "detectionjob.local/probe:rebuilt",
+                                 {"probe": tmp_path / "a" / "probe"}, ["/probe"],
+                                 more_layers=[{"rebuilt.txt": b"the new layer\n"}])
+    base_layer, new_layer = image_config(second)["rootfs"]["diff_ids"]
+    assert image_config(first)["rootfs"]["diff_ids"] == [base_layer]
+    assert node.import_image(first) == ["detectionjob.local/probe:base"]
+    present = set(node.ctr("content", "ls", "-q").stdout.split())
+    assert base_layer in present and new_layer not in present
+
+    # What goes to containerd: the new layer, the config and the manifest; not the base layer.
+    layout = io.BytesIO()
+    write_oci_layout(second, layout, skip=present)
+    layout.seek(0)
+    with tarfile.open(fileobj=layout) as archive:
+        blobs = {m.name.removeprefix("blobs/sha256/") for m in archive if m.name.startswith("blobs/")}
+    assert len(blobs) == 3 and new_layer.removeprefix("sha256:") in blobs
+    assert base_layer.removeprefix("sha256:") not in blobs
+
+    name = unique("rebuilt")
+    try:
+        assert node.import_image(second) == ["detectionjob.local/probe:rebuilt"]
+        node.ctr("images", "rm", "detectionjob.local/probe:base")
+        apply(cluster, restricted_ns, pod(name, "detectionjob.local/probe:rebuilt"))
+        wait_phase(cluster, restricted_ns, name, "Succeeded")
+        logs = cluster.kube.kubectl("logs", "-n", restricted_ns, name).stdout
+        assert "hello from the probe" in logs
+    finally:
+        cluster.kube.kubectl("delete", "pod", name, "-n", restricted_ns, "--wait=false", check=False)
+        node.ctr("images", "rm", "detectionjob.local/probe:base", "detectionjob.local/probe:rebuilt",
+                 check=False)
 
 
 def test_restricted_pod_runs_and_logs(cluster: Cluster, probe_image: str, restricted_ns: str):

@@ -23,6 +23,7 @@ from harness.kube import KubeControlPlane
 from harness.kuberay import KubeRay
 from harness.kueue import Kueue
 from harness.minio import MinioS3
+from harness.oci_layout import normalized_name
 from harness.waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # e2etest
@@ -87,14 +88,15 @@ def _helm_install(kube: KubeControlPlane, operator_image: str) -> None:
 
 
 def _remove_older(node, ref: str) -> None:
-    """Drop earlier builds of the same image from the node's cached containerd root (6+ GB each).
+    """Drop earlier builds of the image ``ref`` from the node's cached containerd root (6+ GB each).
 
     Also the kubelet's ``sha256:<id>`` names of images that no named image points at any more.
+    Run after importing ``ref``, so that the layers it shares with them stay in the content store.
     """
-    repo = ref.rsplit(":", 1)[0]
+    repo, keep = ref.rsplit(":", 1)[0], normalized_name(ref)
     rows = [line.split() for line in node.ctr("images", "ls").stdout.splitlines()[1:]]
     names = {row[0]: row[2] for row in rows if len(row) > 2}  # NAME TYPE DIGEST ...
-    old = [n for n in names if not n.startswith("sha256:")
+    old = [n for n in names if not n.startswith("sha256:") and n != keep
            and n.rsplit(":", 1)[0].endswith("/" + repo) and not n.endswith(":test")]
     kept = {d for n, d in names.items() if not n.startswith("sha256:") and n not in old}
     old += [n for n, d in names.items() if n.startswith("sha256:") and d not in kept]
@@ -109,8 +111,8 @@ def platform(cluster, harness_workdir) -> Iterator[Platform]:
     images = built_images.build().images  # a no-op when hack/test.sh built them already
     for image in images.values():
         if not node.has_image(image.ref):  # the node's containerd root is cached between runs
+            node.import_image(image.tar)  # only the layers it does not have yet
             _remove_older(node, image.ref)
-            node.import_image(image.tar)
     s3 = MinioS3(harness_workdir / "logs-e2e", host=node.host_ip)
     kuberay = KubeRay(kube, watch_namespaces=(JOBS_NAMESPACE,), wrap=node.dns_wrapped)
     saved: dict[str, str | None] = {}

@@ -36,6 +36,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ import yaml
 from . import pki as _pki
 from .binaries import REPO_ROOT, binary
 from .kube import CommandError, KubeControlPlane, _run, default_route, write_kubeconfig
+from .oci_layout import normalized_name, write_oci_layout
 from .procs import HarnessError, ManagedProcess, free_port
 
 NODE_NAME = "detectionjob-node"
@@ -149,14 +151,17 @@ def _tar_bytes(members: Mapping[str, bytes], mode: int = 0o644) -> bytes:
 
 
 def write_scratch_image(
-    tar_path: Path, ref: str, files: Mapping[str, Path], entrypoint: Sequence[str]
+    tar_path: Path, ref: str, files: Mapping[str, Path], entrypoint: Sequence[str],
+    more_layers: Sequence[Mapping[str, bytes]] = (),
 ) -> Path:
-    """Write a single-layer ``FROM scratch`` image as a ``docker save`` tar (``ctr import`` reads it).
+    """Write a ``FROM scratch`` image as a ``docker save`` tar (``ctr import`` reads it).
 
-    ``files`` maps a path in the image (``"pause"``) to a host file; all are mode 0755, uid 0.
+    ``files`` maps a path in the image (``"pause"``) to a host file; all are mode 0755, uid 0: the
+    first layer. Each of ``more_layers`` (path in the image -> contents) is one more layer on top.
     """
-    layer = _tar_bytes({name: Path(src).read_bytes() for name, src in files.items()}, mode=0o755)
-    diff_id = hashlib.sha256(layer).hexdigest()
+    layers = [_tar_bytes({name: Path(src).read_bytes() for name, src in files.items()}, mode=0o755)]
+    layers += [_tar_bytes(dict(layer)) for layer in more_layers]
+    diff_ids = [hashlib.sha256(layer).hexdigest() for layer in layers]
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     config = json.dumps(
         {
@@ -164,22 +169,22 @@ def write_scratch_image(
             "os": "linux",
             "created": "1970-01-01T00:00:00Z",
             "config": {"Entrypoint": list(entrypoint), "Env": ["PATH=/"], "WorkingDir": "/"},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
             "history": [
                 {"created": "1970-01-01T00:00:00Z", "created_by": "harness.node.write_scratch_image"}
-            ],
+            ] * len(layers),
         },
         sort_keys=True,
     ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{diff_id}/layer.tar"]}]
+    manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tar_path.with_name(tar_path.name + ".tmp")
     tmp.write_bytes(
         _tar_bytes(
             {
                 config_name: config,
-                f"{diff_id}/layer.tar": layer,
+                **{f"{d}/layer.tar": layer for d, layer in zip(diff_ids, layers, strict=True)},
                 "manifest.json": json.dumps(manifest).encode(),
             }
         )
@@ -188,10 +193,14 @@ def write_scratch_image(
     return tar_path
 
 
-def build_c_image(source: str | Path, ref: str, workdir: Path, name: str = "main") -> Path:
+def build_c_image(
+    source: str | Path, ref: str, workdir: Path, name: str = "main",
+    more_layers: Sequence[Mapping[str, bytes]] = (),
+) -> Path:
     """Compile a C program statically into a ``FROM scratch`` image tar; returns the tar's path.
 
-    ``source`` is C code or the path of a ``.c`` file; the program is ``/<name>``, the entrypoint.
+    ``source`` is C code or the path of a ``.c`` file; the program is ``/<name>``, the entrypoint,
+    alone in the first layer; ``more_layers`` as for :func:`write_scratch_image`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if isinstance(source, str) and "\n" in source:
@@ -200,7 +209,7 @@ def build_c_image(source: str | Path, ref: str, workdir: Path, name: str = "main
     else:
         src = Path(source)
     program = compile_static(src, workdir / name)
-    return write_scratch_image(workdir / f"{name}.tar", ref, {name: program}, [f"/{name}"])
+    return write_scratch_image(workdir / f"{name}.tar", ref, {name: program}, [f"/{name}"], more_layers)
 
 
 def pause_image(cache_root: Path = CACHE_ROOT) -> tuple[Path, str]:
@@ -878,21 +887,22 @@ class Node:
 
         containerd's root is cached between runs, so an image imported once stays available.
         """
-        name = ref if "/" in ref.split(":", 1)[0] else f"docker.io/library/{ref}"
-        if name.count("/") == 1 and "." not in name.split("/", 1)[0]:
-            name = f"docker.io/{name}"
         out = self.ctr("images", "ls", "-q", check=False).stdout
         text = out.decode(errors="replace") if isinstance(out, bytes) else out
-        return name in text.split()
+        return normalized_name(ref) in text.split()
 
     def import_image(self, source: str | os.PathLike | IO[bytes] | bytes, timeout: float = 3600) -> list[str]:
         """Import a ``docker save`` (or OCI) tar into the CRI's namespace; returns the image names.
 
-        ``source`` is a path, bytes, or a binary stream such as ``docker save``'s stdout.
+        ``source`` is a path, bytes, or a binary stream such as ``docker save``'s stdout. A
+        ``docker save`` tar given by path goes in as an OCI layout without the layers containerd
+        already has (see :mod:`harness.oci_layout`): a rebuilt image costs its new layers only.
         Pods then use the image with ``imagePullPolicy: Never`` or ``IfNotPresent``.
         """
         argv = ["ctr", "--address", self.containerd_address, "--namespace", K8S_NAMESPACE, "images", "import"]
-        if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, (str, os.PathLike)) and _is_docker_save(Path(source)):
+            proc = self._import_new_layers(argv, Path(source), timeout)
+        elif isinstance(source, (str, os.PathLike)):
             proc = subprocess.run(
                 [*argv, os.fspath(source)], capture_output=True, timeout=timeout, check=False
             )
@@ -906,6 +916,33 @@ class Node:
         if proc.returncode != 0:
             raise CommandError(proc.returncode, argv, out, err)
         return re.findall(r"^unpacking (\S+) \(", out, re.M)
+
+    def _import_new_layers(self, argv: list[str], saved: Path, timeout: float) -> subprocess.CompletedProcess:
+        present = set(self.ctr("content", "ls", "-q", timeout=60).stdout.split())
+        read_end, write_end = os.pipe()
+        failed: list[BaseException] = []
+
+        def feed() -> None:
+            with open(write_end, "wb") as pipe:
+                try:
+                    write_oci_layout(saved, pipe, skip=present)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failed.append(exc)
+
+        with subprocess.Popen([*argv, "-"], stdin=read_end, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as proc:
+            os.close(read_end)
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            writer.join()
+        if failed and proc.returncode == 0:
+            raise failed[0]
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     @staticmethod
     def _import_stream(argv: list[str], stream: IO[bytes], timeout: float) -> subprocess.CompletedProcess:
@@ -1202,3 +1239,9 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.host_ip} running={self._running}>"
+
+
+def _is_docker_save(path: Path) -> bool:
+    """Whether ``path`` is a ``docker save`` tar (it has a ``manifest.json``; an OCI layout has not)."""
+    with tarfile.open(path, mode="r:") as archive:
+        return any(m.name == "manifest.json" for m in archive)
