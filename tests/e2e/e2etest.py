@@ -174,3 +174,33 @@ def describe(platform: Any, name: str) -> str:
         proc = platform.kubectl(*args, "-n", ns, check=False)
         parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
     return "\n".join(parts)
+
+
+def timeline(platform: Any, since: str | None = None) -> str:
+    """Every Event in the jobs' namespace as ``+seconds kind/name reason``, oldest first.
+
+    ``since`` (an RFC 3339 time, e.g. a DetectionJob's creationTimestamp) is time zero; without it,
+    the oldest Event. Printed by the e2e tests so that a slow run shows where its time went.
+    """
+    from datetime import datetime
+
+    out = platform.kubectl("get", "events", "-n", platform.namespace, "-o", "json").stdout
+
+    def when(event: dict[str, Any]) -> str:
+        return (event.get("eventTime") or event.get("lastTimestamp")
+                or event["metadata"]["creationTimestamp"])
+
+    items = sorted(json.loads(out)["items"], key=when)
+    if not items:
+        return "(no events)"
+
+    def parse(value: str) -> datetime:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    zero = parse(since or when(items[0]))
+    lines = []
+    for e in items:
+        obj = e["involvedObject"]
+        t = (parse(when(e)) - zero).total_seconds()
+        lines.append(f"{t:+7.1f}s {obj['kind']}/{obj['name']} {e['reason']}: {e.get('message', '')[:100]}")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from e2etest import (
     events,
     get_dj_row,
     stage_images,
+    timeline,
     wait_phase,
 )
 from harness.waiting import wait_for
@@ -55,6 +56,7 @@ def test_detectionjob_apply_to_parquet(platform):
     # kubectl get dj showed a value between 0 and total while running, and total/total at the end.
     progress = watch.progress_values
     print(f"{name}: Succeeded in {elapsed:.0f}s; phases {watch.phases}; progress {progress}")
+    print(timeline(platform, done["metadata"]["creationTimestamp"]))
     assert get_dj_row(platform, name)["PROGRESS"].startswith(f"{total}/{total}"), progress
     midway = [p for p in progress if 0 < int(p.split("/")[0]) < total]
     assert midway, f"no progress value between 0 and {total} seen: {progress}"
@@ -72,6 +74,7 @@ def test_detectionjob_apply_to_parquet(platform):
     assert all(len(r["boxes"]) == len(r["scores"]) == len(r["labels"]) for r in good)
     assert "_summary.json" in files
     summary = json.loads(s3.filesystem().open_input_file(f"{s3.bucket}/voc/out/_summary.json").read())
+    print(f"{name}: summary {summary}")
     assert (summary["images"], summary["failed_images"]) == (total, BAD), summary
     samples = [f for f in files if f.startswith("_samples/") and f.endswith(".png")]
     assert len(samples) == 4, files
