@@ -126,7 +126,6 @@ class DetectionJob:
     spec: DetectionJobSpec
     uid: str | None = None
     generation: int | None = None
-    raw_spec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def quantity(value: int | str, path: str) -> Decimal:
@@ -288,7 +287,7 @@ def parse(obj: Any, default_namespace: str = "default") -> DetectionJob:
     namespace = meta.get("namespace") or default_namespace
     if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
         raise SpecError("metadata.namespace", f"must be a DNS label, not {namespace!r}")
-    spec, raw_spec = parse_spec(obj.get("spec"))
+    spec, _ = parse_spec(obj.get("spec"))
     uid = meta.get("uid")
     generation = meta.get("generation")
     return DetectionJob(
@@ -297,5 +296,4 @@ def parse(obj: Any, default_namespace: str = "default") -> DetectionJob:
         spec=spec,
         uid=uid if isinstance(uid, str) and uid else None,
         generation=generation if isinstance(generation, int) else None,
-        raw_spec=raw_spec,
     )

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from detectionjob_operator import schema
 from detectionjob_operator.schema import SpecError
-from detectionjob_operator.spec import TRANSITION_RULE_MARK, parse
+from detectionjob_operator.spec import TRANSITION_RULE_MARK, parse, parse_spec
 from djtest import make_dj
 
 
@@ -97,11 +97,13 @@ def test_invalid_document(doc, path):
 
 
 def test_nulls_are_absent_and_defaults_apply():
-    dj = parse(make_dj({"model": None, "workers": None, "queueName": None}))
+    doc = make_dj({"model": None, "workers": None, "queueName": None})
+    dj = parse(doc)
     assert dj.spec.model.name == "fasterrcnn_resnet50_fpn_v2"
     assert dj.spec.workers.replicas == 1 and dj.spec.queue_name is None
-    assert dj.raw_spec["model"] == {"name": "fasterrcnn_resnet50_fpn_v2", "weights": "DEFAULT",
-                                    "scoreThreshold": 0.5, "precision": "fp32"}
+    assert parse_spec(doc["spec"])[1]["model"] == {"name": "fasterrcnn_resnet50_fpn_v2",
+                                                   "weights": "DEFAULT", "scoreThreshold": 0.5,
+                                                   "precision": "fp32"}
     assert dj.namespace == "team-a"
 
 
