@@ -8,94 +8,42 @@ import json
 import logging
 import os
 import sys
-from dataclasses import fields
 
+from inference.options import RunConfig, add_run_arguments, from_args, from_json
 from inference.pool import WorkersError
-from inference.spec import DEFAULT_MODEL, ModelError
+from inference.spec import ModelError
 from inference.uris import UriError
 
 USER_ERRORS = (UriError, ModelError, WorkersError, ValueError, FileNotFoundError, PermissionError)
 PLUGIN_GROUP = "detectionjob.commands"
 
 
-def _num_gpus(value: str) -> float | None:
-    return None if value.lower() == "auto" else float(value)
-
-
-def _extensions(value: str) -> list[str]:
-    return [v for v in value.split(",") if v.strip()]
-
-
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="detect objects in every image under --input, write Parquet to --output")
-    p.add_argument("--input", help="folder, local://, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (recursive)")
-    p.add_argument("--input-list", help="instead of --input: a file of image URIs, local or s3:// or gs:// "
-                                        "(text one per line, .csv, .jsonl/.manifest, .parquet)")
-    p.add_argument("--input-list-column", help="the column of --input-list holding the URIs (default: uri, "
-                                               "source-ref, path, image, ... or the only one)")
-    p.add_argument("--output", help="folder or URI for part-*.parquet, _summary.json and _samples/")
-    p.add_argument("--extensions", type=_extensions, default=[],
-                   help="comma-separated file extensions (default: jpg,jpeg,png,bmp,webp,tif,tiff)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="torchvision detection model (default: %(default)s)")
-    p.add_argument("--weights", default="DEFAULT",
-                   help="DEFAULT (torchvision's pretrained, downloaded), a weights enum member name, "
-                        "none (random init, seeded by --seed; smoke tests only) or a state_dict path/URI")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="keep boxes scoring at least this")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="images per detector call (default: %(default)s)")
-    p.add_argument("--num-gpus", type=_num_gpus, default=None,
-                   help="GPUs per detector actor; 'auto' (default): 1 if Ray sees GPUs, else 0 (CPU)")
-    p.add_argument("--workers", default=None,
-                   help="detector actors: N or MIN:MAX (autoscaling); default from the resources Ray sees")
-    p.add_argument("--limit", type=int, default=None, help="process at most N images (after --resume)")
-    p.add_argument("--samples", type=int, default=0, help="write K annotated PNGs to OUTPUT/_samples/")
-    p.add_argument("--resume", action="store_true",
-                   help="keep earlier results and skip the shards already in the output (default: overwrite)")
-    p.add_argument("--retry-errors", action="store_true",
-                   help="with --resume: detect the error rows of finished shards again")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="with --resume: allow another model, weights, threshold or precision than the "
-                        "run being resumed (its rows and the new ones then differ)")
-    p.add_argument("--shard-size", type=int, default=256,
-                   help="images per shard on average: the unit of work, of resume and of one part file "
-                        "(default: %(default)s)")
-    p.add_argument("--max-failed-fraction", type=float, default=0.1,
-                   help="fail the job (exit 3, after writing every result) when more than this fraction "
-                        "of its images failed (default: %(default)s; 1 never fails)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --weights none (default: %(default)s)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="autocast precision on GPU (default: %(default)s)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join (default: RAY_ADDRESS or a local one)")
-    p.add_argument("--args-json-env", metavar="NAME", default=None,
-                   help="read the options above from a JSON object in environment variable NAME "
-                        "(how the operator passes user strings without a shell)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logs and Ray Data progress bars")
+    add_run_arguments(p)  # one flag per option of inference.options.RunConfig
+    for name, kwargs in CLI_ONLY.items():
+        p.add_argument(*name.split(), **kwargs)
     p.set_defaults(func=cmd_run)
 
 
-def run_config(args: argparse.Namespace):
-    """A RunConfig from parsed flags, or from the JSON named by ``--args-json-env``."""
-    from inference.pipeline import RunConfig
+#: The flags of ``run`` that are not job options: how the options arrive, and how much is logged.
+CLI_ONLY: dict[str, dict] = {
+    "--args-json-env": {
+        "metavar": "NAME", "default": None,
+        "help": "read the options above from a JSON object in environment variable NAME "
+                "(how the operator passes user strings without a shell)"},
+    "-v --verbose": {"action": "store_true", "help": "debug logs and Ray Data progress bars"},
+}
 
-    names = {f.name for f in fields(RunConfig)}
-    if args.args_json_env:
-        raw = os.environ.get(args.args_json_env)
-        if raw is None:
-            raise ValueError(f"--args-json-env: environment variable {args.args_json_env} is not set")
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError(f"--args-json-env: {args.args_json_env} must hold a JSON object")
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"--args-json-env: unknown option(s) {', '.join(unknown)}")
-        values = {k: v for k, v in data.items() if v is not None}
-        if isinstance(values.get("workers"), int):
-            values["workers"] = str(values["workers"])
-    else:
-        values = {k: v for k, v in vars(args).items() if k in names}
-    return RunConfig(**values)
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """A RunConfig from parsed flags, or from the JSON named by ``--args-json-env``."""
+    if not args.args_json_env:
+        return from_args(args)
+    raw = os.environ.get(args.args_json_env)
+    if raw is None:
+        raise ValueError(f"--args-json-env: environment variable {args.args_json_env} is not set")
+    return from_json(raw, f"--args-json-env: {args.args_json_env}")
 
 
 def _progress_reporter():

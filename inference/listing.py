@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from inference.uris import DEFAULT_EXTENSIONS, Location, UriError, resolve
+from inference.options import DEFAULT_EXTENSIONS
+from inference.uris import Location, UriError, resolve
 
 MANIFEST_COLUMNS = ("uri", "source-ref", "path", "image", "image_uri", "s3_uri", "gcs_uri")
 

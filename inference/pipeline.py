@@ -8,15 +8,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-
-import pyarrow.fs as pafs
+from dataclasses import asdict
 
 from inference.listing import Unit, plan_manifest, plan_units
+from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
-from inference.spec import ModelError, ModelSpec, check_model_name
+from inference.spec import ModelSpec
 from inference.summary import Summary, progress_line
 from inference.uris import Location, normalize_extensions, resolve
 from inference.writer import (
@@ -44,76 +43,6 @@ RESUME_KEYS = ("model", "weights", "score_threshold", "precision")
 
 class JobFailed(RuntimeError):
     """The job ran to its end but its result breaks the failure policy; the message says why."""
-
-
-@dataclass
-class RunConfig:
-    """Everything ``detectionjob run`` takes; field names are the CLI's option names."""
-
-    input: str | None = None
-    output: str = ""
-    input_list: str | None = None
-    input_list_column: str | None = None
-    extensions: list[str] = field(default_factory=list)
-    model: str = "fasterrcnn_resnet50_fpn_v2"
-    weights: str = "DEFAULT"
-    score_threshold: float = 0.5
-    batch_size: int = 4
-    num_gpus: float | None = None
-    workers: str | None = None
-    limit: int | None = None
-    samples: int = 0
-    resume: bool = False
-    retry_errors: bool = False
-    allow_config_change: bool = False
-    max_failed_fraction: float = 0.1
-    shard_size: int = 256
-    seed: int = 0
-    precision: str = "fp32"
-    ray_address: str | None = None
-    progress_interval: float = 5.0
-
-    def validate(self) -> None:
-        """Fail fast, before Ray starts and before the output is touched, with the option named."""
-        if bool(self.input) == bool(self.input_list):
-            raise ValueError("--input / --input-list: give exactly one (a folder or prefix, or a file "
-                             "listing image URIs)")
-        if not self.output:
-            raise ValueError("--output: required")
-        check_model_name(self.model)
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"--shard-size: must be >= 1, got {self.shard_size}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"--score-threshold: must be within [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.max_failed_fraction <= 1.0:
-            raise ValueError(f"--max-failed-fraction: must be within [0, 1], got {self.max_failed_fraction}")
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError(f"--num-gpus: must be >= 0, got {self.num_gpus}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"--limit: must be >= 0, got {self.limit}")
-        if self.samples < 0:
-            raise ValueError(f"--samples: must be >= 0, got {self.samples}")
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"--precision: one of fp32, fp16, bf16, got {self.precision!r}")
-        if self.retry_errors and not self.resume:
-            raise ValueError("--retry-errors: only with --resume (it re-runs the error rows of a "
-                             "finished output)")
-        parse_workers(self.workers)
-        w = self.weights
-        is_file = ("/" in w or w.endswith((".pth", ".pt"))) and not w.startswith(("http://", "https://"))
-        if is_file and w.lower() != "none":
-            loc = resolve(w, option="--weights")
-            if loc.fs.get_file_info(loc.path).type != pafs.FileType.File:
-                raise ModelError(f"--weights: no file at {w!r}")
-
-    def settings(self) -> dict:
-        """What ``_job.json`` records of this run (checked by a later ``--resume``)."""
-        return {"input": self.input, "input_list": self.input_list, "model": self.model,
-                "weights": self.weights, "score_threshold": self.score_threshold,
-                "precision": self.precision, "shard_size": self.shard_size,
-                "extensions": list(normalize_extensions(self.extensions))}
 
 
 def _start_ray(address: str | None) -> None:
@@ -171,7 +100,8 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
     # no detector would start before it (tests/job/test_shards_job.py, the named-pipe manifest).
     # Nothing big flows here: shards of URIs in, a count row per shard out.
     ctx.target_max_block_size = 1
-    spec = ModelSpec(config.model, config.weights, config.score_threshold, config.seed)
+    spec = ModelSpec(name=config.model, weights=config.weights, score_threshold=config.score_threshold,
+                     seed=config.seed)
     return (
         # List, one read task per unit: a shard of URIs flows on as soon as it is listed.
         ray.data.read_datasource(source, num_cpus=plan.reader_cpus,

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")
+from inference.options import DEFAULT_EXTENSIONS
 
 
 class UriError(ValueError):

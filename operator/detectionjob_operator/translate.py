@@ -26,6 +26,7 @@ from typing import Any
 
 from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, Location
 from inference.detectionjob_api import API_VERSION, KIND
+from inference.options import to_json
 
 RAYJOB_API_VERSION = "ray.io/v1"
 ENTRYPOINT = "python -m inference run --args-json-env DETECTIONJOB_ARGS"
@@ -74,7 +75,7 @@ def name_label(name: str) -> str:
 
 
 def args_json(dj: DetectionJob) -> str:
-    """The ``detectionjob run`` options as shell-inert JSON (pure ASCII, no ``$`` or backtick)."""
+    """The ``detectionjob run`` options as shell-inert JSON (``inference.options.to_json``)."""
     spec = dj.spec
     workers = spec.workers
     actors_per_worker = max(1, workers.gpus_per_worker)
@@ -83,7 +84,7 @@ def args_json(dj: DetectionJob) -> str:
                f"{workers.max_replicas * actors_per_worker}"
     else:
         pool = str(workers.max_replicas * actors_per_worker)
-    args = {
+    return to_json({
         **spec.input.job_args(),
         "output": spec.output.location.job_uri(OUTPUT_MOUNT),
         "extensions": list(spec.input.extensions),
@@ -100,9 +101,7 @@ def args_json(dj: DetectionJob) -> str:
         "shard_size": spec.output.shard_size,
         "max_failed_fraction": spec.max_failed_fraction,
         "limit": spec.input.limit,
-    }
-    text = json.dumps(args, ensure_ascii=True, sort_keys=True, allow_nan=False)
-    return text.replace("$", "\\u0024").replace("`", "\\u0060")
+    })
 
 
 def runtime_env_yaml(dj: DetectionJob, options: Options) -> str:
