@@ -11,6 +11,8 @@ from detectionjob_operator.spec import parse
 from detectionjob_operator.translate import Options, to_rayjob
 from djtest import EXAMPLE, assert_accepted_by_kuberay, make_dj
 
+from inference.options import DEFAULT_EXTENSIONS
+
 
 def render(spec=None, options=None, **meta):
     return to_rayjob(parse(make_dj(spec, **meta)), options or Options())
@@ -48,7 +50,7 @@ def test_defaults():
     assert cluster["enableInTreeAutoscaling"] is False
     assert args_of(rj) == {
         "input": "s3://in/images/", "output": "s3://out/results/",
-        "extensions": ["jpg", "jpeg", "png"], "model": "fasterrcnn_resnet50_fpn_v2",
+        "extensions": list(DEFAULT_EXTENSIONS), "model": "fasterrcnn_resnet50_fpn_v2",
         "weights": "DEFAULT", "score_threshold": 0.5, "precision": "fp32", "batch_size": 4,
         "num_gpus": 1.0, "workers": "1", "samples": 8, "resume": False, "limit": None,
         "retry_errors": False, "shard_size": 256, "max_failed_fraction": 0.1,
