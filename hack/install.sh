@@ -5,6 +5,6 @@
 # first if you want the install kept apart from your system Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra=""
-[[ "${1:-}" == "--test" ]] && extra="[test]"
-python3 -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".${extra}"
+extras="job,operator"
+[[ "${1:-}" == "--test" ]] && extras="$extras,test"
+python3 -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[${extras}]"

@@ -61,7 +61,12 @@ def _progress_reporter():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from inference.pipeline import JobFailed, run
+    try:
+        from inference.pipeline import JobFailed, run
+    except ModuleNotFoundError as exc:  # installed without the "job" extra (as the operator is)
+        print(f"detectionjob run: error: the job's dependencies are not installed (no {exc.name}): "
+              "pip install 'detectionjob[job]'", file=sys.stderr)
+        return 2
 
     config = run_config(args)
     reporter = _progress_reporter()

@@ -38,3 +38,10 @@ def test_the_operator_loads_neither_torch_nor_ray():
               "'pandas', 'pyarrow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_job_needs_no_operator_dependency():
+    """The worker image installs the "job" extra only: no kopf, no prometheus_client."""
+    offenders = {f: sorted(n for n in names if n.split(".")[0] in {"kopf", "prometheus_client"})
+                 for f, names in imported_modules(ROOT / "inference").items()}
+    assert not {f: n for f, n in offenders.items() if n}

@@ -71,3 +71,14 @@ def test_readme_flag_table_is_generated_from_the_definition():
     for f in fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         assert (f"`{flag}" in readme) == f.metadata["option"].cli, flag
+
+
+def test_run_without_the_job_extra_says_what_to_install(tmp_path):
+    """Installed without the "job" extra (as the operator image is), `run` says what is missing."""
+    code = ("import sys; sys.modules['torch'] = sys.modules['ray'] = None\n"
+            "from inference.cli import main\n"
+            f"sys.exit(main(['run', '--input', {str(tmp_path)!r}, '--output', {str(tmp_path / 'o')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'detectionjob[job]'" in proc.stderr
+    assert not (tmp_path / "o").exists()
