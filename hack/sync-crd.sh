@@ -7,8 +7,11 @@
 #   manifests/base/kopf.dev_peerings.yaml             -> charts/detectionjob-operator/crds/
 #   examples/detectionjob.yaml                        -> manifests/overlays/example/
 #
-# `hack/sync-crd.sh --check` changes nothing and exits 1 if a copy is stale
-# (tests/install/test_crd_single_source.py checks the same).
+# and regenerates manifests/base/{serviceaccount,rbac,deployment,service}.yaml from the
+# chart's default render (hack/render-base.sh; needs helm).
+#
+# `hack/sync-crd.sh --check` changes nothing and exits 1 if a copy or a generated file is
+# stale (tests/install/test_crd_single_source.py and test_generated_manifests.py run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +42,7 @@ for pair in "${pairs[@]}"; do
     echo "updated $dst from $src"
   fi
 done
+render_args=()
+(( check )) && render_args=(--check)
+bash hack/render-base.sh "${render_args[@]}" || stale=1
 exit "$stale"
