@@ -174,26 +174,10 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
     summary = Summary(samples=config.samples, started=started)
     reporter = _Reporter(tally, config.progress_interval, started, progress)
-    reporter.start()
-    try:
-        for stats in build_dataset(source, config, plan, dst, inputs, tally).iter_batches(
-                batch_size=None, batch_format="pyarrow"):
-            summary.add(stats)
-    finally:
-        reporter.stopped.set()
-        reporter.join()
-    timing = reporter.report()
+    timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
     ray.kill(tally)
-    remove_attempts_folder(dst)
-    stale = remove_stale(dst, summary.seen) if config.limit is None else 0
-    if stale:
-        log.info("removed %d part files of shards the input no longer has", stale)
 
-    samples = []
-    if config.samples:
-        from inference.visualize import draw_rows
-
-        samples = draw_rows(summary.candidates, Location(dst.fs, dst.join(SAMPLES_DIR), dst.scheme))
+    stale, samples = _finish_output(dst, config, summary)
     result = summary.as_dict()  # wall time and images/s up to here, samples included
     result.update(
         input=config.input, input_list=config.input_list, output=config.output, model=config.model,
@@ -212,6 +196,32 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     if failure:
         raise JobFailed(failure)
     return result
+
+
+def _stream(dataset, summary: Summary, reporter: _Reporter) -> dict:
+    """Run the pipeline to its end, adding each shard's counts to ``summary``; the last tally."""
+    reporter.start()
+    try:
+        for stats in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            summary.add(stats)
+    finally:
+        reporter.stopped.set()
+        reporter.join()
+    return reporter.report()
+
+
+def _finish_output(dst: Location, config: RunConfig, summary: Summary) -> tuple[int, list[str]]:
+    """After the last shard: drop the attempts folder and the parts of shards the input no longer
+    has (a whole run only), draw the samples. Returns (parts removed, sample paths)."""
+    remove_attempts_folder(dst)
+    stale = remove_stale(dst, summary.seen) if config.limit is None else 0
+    if stale:
+        log.info("removed %d part files of shards the input no longer has", stale)
+    if not config.samples:
+        return stale, []
+    from inference.visualize import draw_rows
+
+    return stale, draw_rows(summary.candidates, Location(dst.fs, dst.join(SAMPLES_DIR), dst.scheme))
 
 
 def failure_reason(summary: Summary, max_fraction: float) -> str | None:

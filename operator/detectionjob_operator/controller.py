@@ -17,7 +17,7 @@ from typing import Any
 from detectionjob_operator import kube, metrics, translate
 from detectionjob_operator import status as st
 from detectionjob_operator.schema import SpecError
-from detectionjob_operator.spec import parse
+from detectionjob_operator.spec import DetectionJob, parse
 from inference.detectionjob_api import API_VERSION, KIND
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _latency(dj: Mapping[str, Any]) -> float | None:
 def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) -> None:
     """Make sure a DetectionJob has its RayJob (idempotent: restarts, retries, AlreadyExists)."""
     meta = dj["metadata"]
-    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    namespace, name = meta["namespace"], meta["name"]
     status = dj.get("status") or {}
     if status.get("phase") in st.TERMINAL:
         return
@@ -130,18 +130,36 @@ def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) ->
             follow(rayjob, event, dj=dj)
         return
 
+    rayjob, created = _create(dj, job, options, event)
+    if rayjob is None:
+        return
+    obs = st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name)
+    if not created:  # a RayJob just created has no Pods yet: no LIST per new DetectionJob
+        obs = _with_pods(obs, namespace, name)
+    fields = st.rayjob_fields(rayjob, obs.phase)
+    fields["gpus"] = translate.gpus(job)
+    _write(dj, obs, event, created=True, extra=fields, generation=meta.get("generation"))
+
+
+def _create(dj: Mapping[str, Any], job: DetectionJob, options: translate.Options,
+            event: EventFn) -> tuple[dict[str, Any] | None, bool]:
+    """Create the RayJob (and the progress reporter's RBAC); (the RayJob, whether this call made
+    it), or (None, False) when one of that name belongs to something else (Failed/NameConflict)."""
+    meta = dj["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    rayjob_name = translate.rayjob_name(name)
     if options.progress:
         kube.create_reporter(kube.reporter_objects(dj, translate.reporter_name(name)))
     rayjob, created = kube.create_rayjob(translate.to_rayjob(job, options))
     owner = controller_owner(rayjob)
-    if owner is None or owner.get("uid") != uid:
+    if owner is None or owner.get("uid") != meta["uid"]:
         if owner and owner.get("name") == name:
             raise Retry(f"RayJob {rayjob_name} of an earlier DetectionJob {name} is still "
                         "being deleted")
         fail(dj, st.NAME_CONFLICT,
              f"RayJob {rayjob_name} exists and is not owned by this DetectionJob; "
              "delete it or rename the DetectionJob", event)
-        return
+        return None, False
     if created:
         metrics.RAYJOBS_CREATED.inc()
         latency = _latency(dj)
@@ -150,12 +168,7 @@ def ensure(dj: Mapping[str, Any], options: translate.Options, event: EventFn) ->
         event(dj, "Normal", st.CREATED, f"created RayJob {rayjob_name}")
         log.info("%s/%s: created RayJob %s", namespace, name, rayjob_name,
                  extra={"k8s_ref": ref(dj), "rayjob": rayjob_name})
-    obs = st.observe(rayjob, user_suspend=job.spec.suspend, queue=job.spec.queue_name)
-    if not created:  # a RayJob just created has no Pods yet: no LIST per new DetectionJob
-        obs = _with_pods(obs, namespace, name)
-    fields = st.rayjob_fields(rayjob, obs.phase)
-    fields["gpus"] = translate.gpus(job)
-    _write(dj, obs, event, created=True, extra=fields, generation=meta.get("generation"))
+    return rayjob, created
 
 
 def rayjob_deleted(dj: Mapping[str, Any], rayjob_name: str, event: EventFn) -> None:

@@ -190,40 +190,7 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
     # operator can say why a Pod cannot start (see status.pod_problem).
     # (Without Kueue's queue label: Kueue admits the RayJob, not its Pods one by one.)
     pod_metadata = {"labels": dict(labels), "annotations": {OWNER_ANNOTATION: dj.name}}
-    env_from = _env_from(spec.input.location, spec.output.location)
-    volumes, mounts = _volumes(dj)
-
-    head_pod: dict[str, Any] = {"containers": [_container(
-        "ray-head", spec.image, {"cpu": spec.head.cpus, "memory": spec.head.memory},
-        env_from, mounts,
-        ports=[{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
-               {"name": "client", "containerPort": 10001}],
-    )]}
-    if options.progress:
-        head_pod["serviceAccountName"] = reporter_name(dj.name)
-    worker_resources = {"cpu": workers.cpus, "memory": workers.memory}
-    if workers.gpus_per_worker:
-        worker_resources[workers.gpu_resource] = str(workers.gpus_per_worker)
-    worker_pod: dict[str, Any] = {
-        "containers": [_container("ray-worker", spec.image, worker_resources, env_from, mounts)],
-        "automountServiceAccountToken": False,
-    }
-    if workers.node_selector:
-        worker_pod["nodeSelector"] = dict(workers.node_selector)
-    if workers.tolerations:
-        worker_pod["tolerations"] = [dict(t) for t in workers.tolerations]
-    # KubeRay's submitter Job (K8sJobMode) gets the same restricted Pod; KubeRay fills in its
-    # command (`ray job submit ...`) because the container has none. It needs no API token.
-    submitter_pod: dict[str, Any] = {
-        "containers": [_container(SUBMITTER_CONTAINER, spec.image, {"cpu": "500m", "memory": "512Mi"},
-                                  [], [])],
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-    }
-    for pod in (head_pod, worker_pod, submitter_pod):
-        pod["securityContext"] = _copy(POD_SECURITY_CONTEXT)
-    for pod in (head_pod, worker_pod):
-        pod["volumes"] = _copy({"v": volumes})["v"]
+    head_pod, worker_pod, submitter_pod = _pod_specs(dj, options)
 
     if spec.queue_name:
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
@@ -271,6 +238,46 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         rayjob_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata,
             "spec": rayjob_spec}
+
+
+def _pod_specs(dj: DetectionJob, options: Options) -> tuple[dict[str, Any], ...]:
+    """The head's, a worker's and KubeRay's submitter's Pod specs: restricted, with the job's
+    credentials (by Secret reference) and volumes where they are needed."""
+    spec, workers = dj.spec, dj.spec.workers
+    env_from = _env_from(spec.input.location, spec.output.location)
+    volumes, mounts = _volumes(dj)
+    head_pod: dict[str, Any] = {"containers": [_container(
+        "ray-head", spec.image, {"cpu": spec.head.cpus, "memory": spec.head.memory},
+        env_from, mounts,
+        ports=[{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+               {"name": "client", "containerPort": 10001}],
+    )]}
+    if options.progress:
+        head_pod["serviceAccountName"] = reporter_name(dj.name)
+    worker_resources = {"cpu": workers.cpus, "memory": workers.memory}
+    if workers.gpus_per_worker:
+        worker_resources[workers.gpu_resource] = str(workers.gpus_per_worker)
+    worker_pod: dict[str, Any] = {
+        "containers": [_container("ray-worker", spec.image, worker_resources, env_from, mounts)],
+        "automountServiceAccountToken": False,
+    }
+    if workers.node_selector:
+        worker_pod["nodeSelector"] = dict(workers.node_selector)
+    if workers.tolerations:
+        worker_pod["tolerations"] = [dict(t) for t in workers.tolerations]
+    # KubeRay's submitter Job (K8sJobMode) gets the same restricted Pod; KubeRay fills in its
+    # command (`ray job submit ...`) because the container has none. It needs no API token.
+    submitter_pod: dict[str, Any] = {
+        "containers": [_container(SUBMITTER_CONTAINER, spec.image, {"cpu": "500m", "memory": "512Mi"},
+                                  [], [])],
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+    }
+    for pod in (head_pod, worker_pod, submitter_pod):
+        pod["securityContext"] = _copy(POD_SECURITY_CONTEXT)
+    for pod in (head_pod, worker_pod):
+        pod["volumes"] = _copy({"v": volumes})["v"]
+    return head_pod, worker_pod, submitter_pod
 
 
 def gpus(dj: DetectionJob) -> int:
