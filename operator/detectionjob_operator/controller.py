@@ -149,7 +149,7 @@ def _create(dj: Mapping[str, Any], job: DetectionJob, options: translate.Options
     namespace, name = meta["namespace"], meta["name"]
     rayjob_name = translate.rayjob_name(name)
     if options.progress:
-        kube.create_reporter(kube.reporter_objects(dj, translate.reporter_name(name)))
+        kube.create_reporter(translate.reporter_objects(name, namespace, meta["uid"]))
     rayjob, created = kube.create_rayjob(translate.to_rayjob(job, options))
     owner = controller_owner(rayjob)
     if owner is None or owner.get("uid") != meta["uid"]:

@@ -20,7 +20,7 @@ from detectionjob_operator.translate import MANAGED_BY, MANAGED_BY_LABEL
 from inference.detectionjob_api import GROUP, PLURAL, VERSION
 
 DETECTIONJOBS = (GROUP, VERSION, PLURAL)
-RAYJOBS = ("ray.io", "v1", "rayjobs")
+RAYJOBS = (translate.RAYJOB_GROUP, translate.RAYJOB_VERSION, translate.RAYJOB_PLURAL)
 OWNED = {MANAGED_BY_LABEL: MANAGED_BY}
 RETRY_BACKOFF = 5.0
 

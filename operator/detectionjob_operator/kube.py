@@ -11,11 +11,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from inference.detectionjob_api import API_VERSION, GROUP, KIND, MERGE_PATCH, PLURAL, VERSION, new_api_client
+from detectionjob_operator.translate import RAYJOB_GROUP, RAYJOB_PLURAL, RAYJOB_VERSION
+from inference.detectionjob_api import GROUP, MERGE_PATCH, PLURAL, VERSION, new_api_client
 
 log = logging.getLogger(__name__)
 
-RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
 
 
 @functools.cache
@@ -79,7 +79,7 @@ def update_status(namespace: str, name: str,
 def get_rayjob(namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return _custom().get_namespaced_custom_object(
-            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name)
+            RAYJOB_GROUP, RAYJOB_VERSION, namespace, RAYJOB_PLURAL, name)
     except ApiException as exc:
         if _missing(exc):
             return None
@@ -91,7 +91,7 @@ def create_rayjob(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         created = _custom().create_namespaced_custom_object(
-            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, body, field_validation="Strict")
+            RAYJOB_GROUP, RAYJOB_VERSION, namespace, RAYJOB_PLURAL, body, field_validation="Strict")
         return created, True
     except ApiException as exc:
         if exc.status != 409:
@@ -106,7 +106,7 @@ def patch_rayjob(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[st
     """Merge-patch a RayJob; None when it does not exist."""
     try:
         return _custom().patch_namespaced_custom_object(
-            RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name, patch, _content_type=MERGE_PATCH)
+            RAYJOB_GROUP, RAYJOB_VERSION, namespace, RAYJOB_PLURAL, name, patch, _content_type=MERGE_PATCH)
     except ApiException as exc:
         if _missing(exc):
             return None
@@ -126,31 +126,6 @@ def _create_ignoring_conflict(create: Callable[..., Any], namespace: str, body: 
     except ApiException as exc:
         if exc.status != 409:
             raise
-
-
-def owner_reference(dj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = dj["metadata"]
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def reporter_objects(dj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding that let the job patch its DetectionJob's status."""
-    meta = dj["metadata"]
-    common = {"name": name, "namespace": meta["namespace"],
-              "labels": {"app.kubernetes.io/managed-by": "detectionjob-operator",
-                         "app.kubernetes.io/component": "progress-reporter"},
-              "ownerReferences": [owner_reference(dj)]}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(common)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(common),
-         "rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
-                    "resourceNames": [meta["name"]], "verbs": ["patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": dict(common),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}]},
-    ]
 
 
 def create_reporter(objects: list[dict[str, Any]]) -> None:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, Location
-from inference.detectionjob_api import API_VERSION, KIND
+from inference.detectionjob_api import API_VERSION, GROUP, KIND, PLURAL
 from inference.options import to_json
 
-RAYJOB_API_VERSION = "ray.io/v1"
+# The RayJob resource (KubeRay's ray.io/v1): the only place its group, version and plural are written.
+RAYJOB_GROUP, RAYJOB_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
+RAYJOB_API_VERSION = f"{RAYJOB_GROUP}/{RAYJOB_VERSION}"
 ENTRYPOINT = "python -m inference run --args-json-env DETECTIONJOB_ARGS"
 ARGS_ENV = "DETECTIONJOB_ARGS"
 STATUS_TARGET_ENV = "DETECTIONJOB_STATUS_TARGET"
@@ -168,9 +170,30 @@ def _container(name: str, image: str, resources: dict[str, str], env_from: list,
     return container
 
 
-def _owner_reference(dj: DetectionJob) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": dj.name, "uid": dj.uid,
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    """The controller owner reference of every child object to DetectionJob ``name``."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid,
             "controller": True, "blockOwnerDeletion": True}
+
+
+def reporter_objects(name: str, namespace: str, uid: str) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding that let DetectionJob ``name``'s job patch its status
+    (only that object's status subresource)."""
+    account = reporter_name(name)
+    common = {"name": account, "namespace": namespace,
+              "labels": {"app.kubernetes.io/managed-by": "detectionjob-operator",
+                         "app.kubernetes.io/component": "progress-reporter"},
+              "ownerReferences": [owner_reference(name, uid)]}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _copy(common)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _copy(common),
+         "rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
+                    "resourceNames": [name], "verbs": ["patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _copy(common),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]},
+    ]
 
 
 def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any]:
@@ -201,7 +224,7 @@ def to_rayjob(dj: DetectionJob, options: Options | None = None) -> dict[str, Any
         "annotations": {OWNER_ANNOTATION: dj.name},
     }
     if dj.uid:
-        metadata["ownerReferences"] = [_owner_reference(dj)]
+        metadata["ownerReferences"] = [owner_reference(dj.name, dj.uid)]
 
     rayjob_spec: dict[str, Any] = {
         "entrypoint": ENTRYPOINT,

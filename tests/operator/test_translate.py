@@ -234,6 +234,21 @@ def test_owner_reference_and_labels():
     assert rj["metadata"]["annotations"] == {"detectionjob.dev/detectionjob": "dj"}
 
 
+def test_reporter_objects_let_the_job_patch_only_its_own_status():
+    rj = render(uid="1234-abcd")
+    account = head(rj)["template"]["spec"]["serviceAccountName"]
+    sa, role, binding = translate.reporter_objects("dj", "team-a", "1234-abcd")
+    assert [o["kind"] for o in (sa, role, binding)] == ["ServiceAccount", "Role", "RoleBinding"]
+    assert {o["metadata"]["name"] for o in (sa, role, binding)} == {account}
+    assert {o["metadata"]["namespace"] for o in (sa, role, binding)} == {"team-a"}
+    for obj in (sa, role, binding):  # garbage-collected with the DetectionJob, like the RayJob
+        assert obj["metadata"]["ownerReferences"] == rj["metadata"]["ownerReferences"]
+    assert role["rules"] == [{"apiGroups": ["detectionjob.dev"], "resources": ["detectionjobs/status"],
+                              "resourceNames": ["dj"], "verbs": ["patch"]}]
+    assert binding["roleRef"]["name"] == account
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "team-a"}]
+
+
 def test_no_progress_option():
     rj = render(options=Options(progress=False))
     assert "serviceAccountName" not in head(rj)["template"]["spec"]
