@@ -1,8 +1,10 @@
 """The operator end to end, against the real control plane (tests/harness) and real KubeRay.
 
-The operator runs as a subprocess under a ServiceAccount bound to exactly the RBAC in
-operator/RBAC.md. KubeRay watches only harness.KUBERAY_WATCH_NAMESPACES; elsewhere the tests play
-KubeRay by patching the RayJob's status subresource the way KubeRay does.
+The operator runs as a subprocess under a ServiceAccount bound to exactly the RBAC the Helm
+chart grants (rendered from charts/detectionjob-operator; plus list/watch on namespaces for a
+namespace glob, which the chart never uses). KubeRay watches only
+harness.KUBERAY_WATCH_NAMESPACES; elsewhere the tests play KubeRay by patching the RayJob's
+status subresource the way KubeRay does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from djtest import EXAMPLE, ROOT, make_dj
-from e2e import CRD, OPERATOR_RULES, Operator, wait_for
+from e2e import CRD, GLOB_RULES, Operator, chart_rules, wait_for
 
 from inference.detectionjob_api import GROUP, PLURAL, VERSION
 
@@ -48,10 +50,11 @@ def crd_applied(kube) -> None:
 
 @pytest.fixture(scope="module")
 def operator_kubeconfig(kube, kuberay) -> Path:
-    """A kubeconfig for ServiceAccount dje2e-system/detectionjob-operator with RBAC.md's rules."""
+    """A kubeconfig for ServiceAccount dje2e-system/detectionjob-operator with the rules of the
+    chart's ClusterRole, and list/watch on namespaces for the operator's ``dje2e-*`` glob."""
     kube.create_namespace(SYSTEM_NS)
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "dje2e-operator"}, "rules": OPERATOR_RULES}
+            "metadata": {"name": "dje2e-operator"}, "rules": chart_rules() + GLOB_RULES}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": "dje2e-operator"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -558,11 +561,13 @@ def test_metrics_liveness_and_json_logs(operator):
 
 
 def test_namespaced_role_is_enough_for_explicit_namespaces(kube, api, tmp_path):
-    """With --namespace NS (no glob), RBAC.md's rules as a Role in NS suffice: no cluster access."""
+    """With --namespace NS (no glob), the chart's Role for watchNamespaces=[NS] suffices: no
+    cluster access."""
     ns = "djnsrole-e2e"  # outside the module operator's dje2e-* glob
     kube.create_namespace(ns)
-    rules = [r for r in OPERATOR_RULES
-             if not {"customresourcedefinitions", "namespaces"} & set(r["resources"])]
+    rules = chart_rules(f"watchNamespaces={{{ns}}}")
+    assert not {"customresourcedefinitions", "namespaces"} & {
+        res for r in rules for res in r["resources"]}
     objs = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
              "metadata": {"name": "detectionjob-operator", "namespace": ns}, "rules": rules},
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -589,12 +594,14 @@ def test_namespaced_role_is_enough_for_explicit_namespaces(kube, api, tmp_path):
 
 
 def peering_rbac_docs() -> list[dict]:
-    """The operator ServiceAccount's kopf peering rights (ClusterRole + binding), as in RBAC.md."""
+    """The operator ServiceAccount's kopf peering rights (ClusterRole + binding): the kopfpeerings
+    rule of the chart's Role for a namespaced operator with replicas."""
+    rules = [r for r in chart_rules("replicaCount=2", "watchNamespaces={ns}")
+             if r["apiGroups"] == ["kopf.dev"]]
+    assert [r["resources"] for r in rules] == [["kopfpeerings"]], rules
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "dje2e-operator-peering"},
-         "rules": [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
-                    "verbs": ["get", "list", "watch", "patch"]}]},
+         "metadata": {"name": "dje2e-operator-peering"}, "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": "dje2e-operator-peering"},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
