@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from inference.decode import decode_image
-from inference.models import ModelSpec, build_model
+from inference.models import ModelConfig, build_model
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model, _ = build_model(ModelSpec(a.model, "none", score_threshold=0.5))
+    model, _ = build_model(ModelConfig(a.model, "none", score_threshold=0.5))
     model = model.to(a.device)
     images = [torch.from_numpy(decode_image(Path(f).read_bytes()).copy()).permute(2, 0, 1)
               for f in sorted(glob.glob(os.path.join(a.images, "*.jpg")))]

@@ -16,7 +16,7 @@ import ray
 import torch
 from torchvision import transforms
 
-from inference.models import ModelSpec, build_model
+from inference.models import ModelConfig, build_model
 
 
 def preprocess_image(row: dict) -> dict:
@@ -26,7 +26,7 @@ def preprocess_image(row: dict) -> dict:
 
 class ObjectDetectionModel:
     def __init__(self, model_name: str) -> None:
-        self.model, _ = build_model(ModelSpec(model_name, "none", score_threshold=0.5))
+        self.model, _ = build_model(ModelConfig(model_name, "none", score_threshold=0.5))
         if torch.cuda.is_available():
             self.model = self.model.cuda()
 

@@ -9,9 +9,9 @@ import logging
 import os
 import sys
 
+from inference.model_config import ModelError
 from inference.options import RunConfig, add_run_arguments, from_args, from_json
 from inference.pool import WorkersError
-from inference.spec import ModelError
 from inference.uris import UriError
 
 USER_ERRORS = (UriError, ModelError, WorkersError, ValueError, FileNotFoundError, PermissionError)

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from inference.models import ModelSpec, build_model
-from inference.schema import OUTPUT_SCHEMA
+from inference.models import ModelConfig, build_model
+from inference.output_schema import OUTPUT_SCHEMA
 
 
 def _nested_lists(values: np.ndarray, counts: list[int], mask: np.ndarray, width: int = 0) -> pa.Array:
@@ -25,7 +25,7 @@ def _nested_lists(values: np.ndarray, counts: list[int], mask: np.ndarray, width
 class Detector:
     """Ray Data callable class: heavy setup in ``__init__``, one batch per ``__call__``."""
 
-    def __init__(self, spec: ModelSpec, device: str = "cpu", num_threads: int | None = None,
+    def __init__(self, spec: ModelConfig, device: str = "cpu", num_threads: int | None = None,
                  precision: str = "fp32") -> None:
         if num_threads:
             torch.set_num_threads(num_threads)

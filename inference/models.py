@@ -9,9 +9,10 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-from inference.spec import DEFAULT_MODEL, ModelError, ModelSpec, check_model_name
+from inference.model_config import DEFAULT_MODEL, ModelConfig, ModelError, check_model_name
 
-__all__ = ["DEFAULT_MODEL", "ModelError", "ModelSpec", "build_model", "check_model_name", "detection_models"]
+__all__ = ["DEFAULT_MODEL", "ModelConfig", "ModelError", "build_model", "check_model_name",
+           "detection_models"]
 
 # Keys holding the classifier of two-stage models; used to infer num_classes of a saved state_dict.
 _CLASS_KEYS = ("roi_heads.box_predictor.cls_score.weight",)
@@ -22,7 +23,7 @@ def detection_models() -> list[str]:
     return sorted(list_models(module=torchvision.models.detection))
 
 
-def _weights_enum(spec: ModelSpec) -> Any | None:
+def _weights_enum(spec: ModelConfig) -> Any | None:
     """The torchvision weights member for ``DEFAULT``/a member name, else None (a path or none)."""
     enum = get_model_weights(spec.name)
     value = spec.weights.split(".")[-1]
@@ -73,7 +74,7 @@ def _set_score_threshold(model: torch.nn.Module, threshold: float) -> None:
             return
 
 
-def build_model(spec: ModelSpec) -> tuple[torch.nn.Module, list[str]]:
+def build_model(spec: ModelConfig) -> tuple[torch.nn.Module, list[str]]:
     """The model in eval mode on the CPU, and its category names (index = label id)."""
     check_model_name(spec.name)
     enum_member = None if spec.weights.lower() == "none" else _weights_enum(spec)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from inference.model_config import DEFAULT_MODEL, ModelError, unknown_model
 from inference.pool import parse_workers
-from inference.spec import DEFAULT_MODEL, ModelError, unknown_model
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: What ``--extensions`` (and a DetectionJob's ``spec.input.fileExtensions``) default to.

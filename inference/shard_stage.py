@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inference.listing import sources_for
+from inference.model_config import ModelConfig
 from inference.sampling import candidates
-from inference.spec import ModelSpec
 from inference.uris import Location
 from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, write_json, write_part
 
@@ -57,7 +57,7 @@ def shard_stats(table: pa.Table) -> dict:
 class ShardStage:
     """Ray Data callable class: the model is built once in ``__init__``; one shard per call."""
 
-    def __init__(self, spec: ModelSpec, out: Location, inputs: dict[str, Location], batch_size: int,
+    def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int,
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
                  precision: str = "fp32") -> None:
         from inference.detector import Detector
@@ -74,7 +74,7 @@ class ShardStage:
     def detect_carefully(self, shard: str, uris: list[str], marker: dict) -> pa.Table:
         """Rows for ``uris`` one image at a time, each named in the shard's marker first."""
         from inference.decode import EMPTY_IMAGE, load_uris
-        from inference.schema import OUTPUT_SCHEMA
+        from inference.output_schema import OUTPUT_SCHEMA
 
         tables = []
         for uri in uris:
@@ -98,7 +98,7 @@ class ShardStage:
     def detect(self, uris: list[str]) -> pa.Table:
         """Rows for ``uris``; the next mini-batch is read and decoded while this one is detected."""
         from inference.decode import load_uris
-        from inference.schema import OUTPUT_SCHEMA
+        from inference.output_schema import OUTPUT_SCHEMA
 
         batches = [uris[i:i + self.batch_size] for i in range(0, len(uris), self.batch_size)]
         tables = []

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from inference.schema import OUTPUT_SCHEMA
+from inference.output_schema import OUTPUT_SCHEMA
 from inference.uris import Location
 
 PART_PREFIX = "part-"

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from detectionjob_operator.schema import SpecError
+from detectionjob_operator.crd_schema import SpecError
 
 EXIT_INVALID = 2
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from detectionjob_operator import kube, metrics, translate
 from detectionjob_operator import status as st
-from detectionjob_operator.schema import SpecError
+from detectionjob_operator.crd_schema import SpecError
 from detectionjob_operator.spec import DetectionJob, parse
 from inference.detectionjob_api import API_VERSION, KIND
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from detectionjob_operator.schema import SpecError, spec_schema, validate
+from detectionjob_operator.crd_schema import SpecError, spec_schema, validate
 from inference.detectionjob_api import API_VERSION, KIND
-from inference.spec import unknown_model
+from inference.model_config import unknown_model
 
 INPUT_MOUNT = "/mnt/detectionjob/input"
 OUTPUT_MOUNT = "/mnt/detectionjob/output"
@@ -30,7 +30,7 @@ TRANSITION_RULE_MARK = "is immutable; only spec.suspend may change"
 
 
 @dataclass(frozen=True)
-class Location:
+class StorageSpec:
     """An object-store prefix (``uri``) or a folder on a PersistentVolumeClaim."""
 
     uri: str | None = None
@@ -47,7 +47,7 @@ class Location:
 
 @dataclass(frozen=True)
 class InputSpec:
-    location: Location  # the prefix, the PVC folder, or (with a manifest) where the manifest is
+    location: StorageSpec  # the prefix, the PVC folder, or (with a manifest) where the manifest is
     extensions: tuple[str, ...]
     limit: int | None = None
     manifest: str | None = None  # the manifest's URI or path inside the PVC
@@ -63,7 +63,7 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    location: Location
+    location: StorageSpec
     mode: str = "overwrite"
     samples: int = 8
     retry_errors: bool = False
@@ -147,25 +147,25 @@ def quantity(value: int | str, path: str) -> Decimal:
     return amount
 
 
-def _location(raw: Mapping[str, Any], path: str) -> Location:
+def _storage(raw: Mapping[str, Any], path: str) -> StorageSpec:
     secret = raw.get("secretRef", {}).get("name")
     manifest = raw.get("manifest", {})
     if path == "spec.input" and "uri" in manifest:
         if "uri" in raw or "pvc" in raw:
             raise SpecError(path, f"exactly one of {path}.uri, {path}.pvc and {path}.manifest.uri "
                                   "must be set")
-        return Location(uri=manifest["uri"], secret_name=secret)
+        return StorageSpec(uri=manifest["uri"], secret_name=secret)
     if ("uri" in raw) == ("pvc" in raw):
         which = f"{path}.uri, {path}.pvc and {path}.manifest.uri" if path == "spec.input" \
             else f"{path}.uri and {path}.pvc"
         raise SpecError(path, f"exactly one of {which} must be set")
     if "uri" in raw:
-        return Location(uri=raw["uri"], secret_name=secret)
+        return StorageSpec(uri=raw["uri"], secret_name=secret)
     pvc = raw["pvc"]
     sub = pvc.get("path", "")
     if sub.startswith("/") or ".." in sub:
         raise SpecError(f"{path}.pvc.path", "must be a relative path without '..'")
-    return Location(claim_name=pvc["claimName"], path=sub.strip("/"), secret_name=secret)
+    return StorageSpec(claim_name=pvc["claimName"], path=sub.strip("/"), secret_name=secret)
 
 
 def _workers(raw: Mapping[str, Any]) -> WorkersSpec:
@@ -234,14 +234,14 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
         raise SpecError("spec.model.name", problem)
     parsed = DetectionJobSpec(
         input=InputSpec(
-            location=_location(raw_input, "spec.input"),
+            location=_storage(raw_input, "spec.input"),
             extensions=tuple(raw_input["fileExtensions"]),
             limit=raw_input.get("limit"),
             manifest=manifest.get("uri") or manifest.get("path"),
             manifest_column=manifest.get("column"),
         ),
         output=OutputSpec(
-            location=_location(raw_output, "spec.output"),
+            location=_storage(raw_output, "spec.output"),
             mode=raw_output["mode"],
             samples=raw_output["samples"],
             retry_errors=raw_output["retryErrors"],

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, Location
+from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, StorageSpec
 from inference.detectionjob_api import API_VERSION, GROUP, KIND, PLURAL
 from inference.options import to_json
 
@@ -114,7 +114,7 @@ def runtime_env_yaml(dj: DetectionJob, options: Options) -> str:
     return json.dumps({"env_vars": env}, ensure_ascii=True, sort_keys=True)
 
 
-def _env_from(*locations: Location) -> list[dict[str, Any]]:
+def _env_from(*locations: StorageSpec) -> list[dict[str, Any]]:
     names = sorted({loc.secret_name for loc in locations if loc.secret_name})
     return [{"secretRef": {"name": name}} for name in names]
 

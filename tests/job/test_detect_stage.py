@@ -15,12 +15,12 @@ from jobtest import FAST_MODEL
 
 from inference.decode import load_uris
 from inference.detector import Detector
+from inference.model_config import DETECTION_MODELS, ModelConfig, ModelError, check_model_name
 from inference.models import detection_models
 from inference.pool import plan_pool
 from inference.sampling import candidates
 from inference.shard_stage import ShardStage
 from inference.shards import shard_id, shard_table
-from inference.spec import DETECTION_MODELS, ModelError, ModelSpec, check_model_name
 from inference.uris import resolve
 
 
@@ -74,7 +74,7 @@ def test_shard_stage_writes_the_detectors_rows_as_the_shards_part(sample_dir, tm
     """The stage adds nothing to the rows: its part holds what ``Detector`` itself returns, and
     running the shard again (a retried task) replaces the part instead of adding rows."""
     paths = sorted(str(p) for p in sample_dir.glob("*.jpg"))[:3] + [str(tmp_path / "missing.jpg")]
-    spec = ModelSpec(FAST_MODEL, "none", score_threshold=0.0)
+    spec = ModelConfig(FAST_MODEL, "none", score_threshold=0.0)
     out = resolve(str(tmp_path / "out"))
     stage = ShardStage(spec, out, {"": resolve("/")}, batch_size=2, samples=2)
     shard = shard_id(paths)

@@ -18,9 +18,9 @@ from jobtest import FAST_MODEL
 from PIL import Image
 
 from inference.decode import decode_image
-from inference.models import ModelSpec, build_model
+from inference.models import ModelConfig, build_model
+from inference.output_schema import OUTPUT_SCHEMA
 from inference.pipeline import RunConfig, run
-from inference.schema import OUTPUT_SCHEMA
 
 
 def read_rows(out: Path) -> pd.DataFrame:
@@ -48,7 +48,7 @@ def equivalence_run(ray_runtime, sample_dir, test_weights, tmp_path_factory):
 def test_matches_plain_pytorch_per_image(equivalence_run, sample_dir, test_weights):
     out, _ = equivalence_run
     rows = read_rows(out)
-    model, categories = build_model(ModelSpec(FAST_MODEL, str(test_weights), score_threshold=0.5))
+    model, categories = build_model(ModelConfig(FAST_MODEL, str(test_weights), score_threshold=0.5))
     total_boxes = 0
     assert len(rows) == 4
     for row in rows.itertuples():
@@ -186,7 +186,7 @@ def test_fasterrcnn_resnet50_fpn_v2_itself(ray_runtime, sample_dir, tmp_path):
                             score_threshold=0.0, batch_size=2, limit=2))
     rows = read_rows(out)
     assert summary["model"] == "fasterrcnn_resnet50_fpn_v2" and len(rows) == 2
-    _, categories = build_model(ModelSpec(weights="none"))
+    _, categories = build_model(ModelConfig(weights="none"))
     for row in rows.itertuples():
         assert pd.isna(row.error) and row.model == "fasterrcnn_resnet50_fpn_v2"
         boxes = np.array([list(b) for b in row.boxes]).reshape(-1, 4)

@@ -56,7 +56,7 @@ def kuberay_rayjob_schema() -> dict[str, Any]:
 
 def assert_accepted_by_kuberay(rayjob: dict[str, Any], schema: dict[str, Any]) -> None:
     """Every field of ``rayjob`` is in KubeRay's schema (nothing would be pruned) and typed right."""
-    from detectionjob_operator.schema import validate
+    from detectionjob_operator.crd_schema import validate
 
     body = {k: v for k, v in rayjob.items() if k != "metadata"}  # ObjectMeta is not in the schema
     validate(schema, body, "rayjob")

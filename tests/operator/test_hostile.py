@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from detectionjob_operator.schema import SpecError
+from detectionjob_operator.crd_schema import SpecError
 from detectionjob_operator.spec import parse
 from detectionjob_operator.translate import ENTRYPOINT, to_rayjob
 from djtest import assert_accepted_by_kuberay, make_dj

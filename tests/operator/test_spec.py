@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from detectionjob_operator import schema
-from detectionjob_operator.schema import SpecError
+from detectionjob_operator import crd_schema as schema
+from detectionjob_operator.crd_schema import SpecError
 from detectionjob_operator.spec import TRANSITION_RULE_MARK, parse, parse_spec
 from djtest import make_dj
 

@@ -9,8 +9,8 @@ import re
 from collections import Counter
 
 import yaml
-from detectionjob_operator import schema
-from detectionjob_operator.schema import SpecError
+from detectionjob_operator import crd_schema as schema
+from detectionjob_operator.crd_schema import SpecError
 from detectionjob_operator.spec import parse
 from detectionjob_operator.translate import ENTRYPOINT, to_rayjob
 from djtest import MINIMAL, assert_accepted_by_kuberay

@@ -44,7 +44,7 @@ def check_model_name(name: str) -> None:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelConfig:
     """What to build: ``weights`` is ``DEFAULT``, an enum member name, ``none``, or a path/URI."""
 
     name: str = DEFAULT_MODEL
