@@ -105,7 +105,7 @@ def child_new(src_uri: str, shard_size: int, ray_tmp: str, ray_default_blocks: b
 
     t0 = time.monotonic()
     src = resolve(src_uri)
-    units = plan_units(src, EXTENSIONS)
+    units = plan_units(src)
     t_plan = time.monotonic()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=ray_tmp)
     t_ray = time.monotonic()

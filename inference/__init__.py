@@ -3,5 +3,3 @@
 ``read images -> decode on CPU (uint8) -> detector actor pool (GPU when present) -> Parquet``.
 The command line lives in :mod:`inference.cli`; the pipeline in :mod:`inference.pipeline`.
 """
-
-__version__ = "0.1.0"

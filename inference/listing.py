@@ -76,7 +76,7 @@ def _bucket_prefix(path: str) -> tuple[str, str]:
     return bucket, f"{key}/" if sep else ""
 
 
-def plan_units(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[Unit]:
+def plan_units(src: Location, option: str = "--input") -> list[Unit]:
     """Split the listing of ``src`` into units; cheap (one directory or one page of keys)."""
     info = src.fs.get_file_info(src.path)
     if info.type == pafs.FileType.File:
@@ -152,7 +152,7 @@ def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...]) -> Iterato
 
 def list_images(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[str]:
     """Every image URI under ``src`` (small inputs and tests; the job streams :func:`iter_uris`)."""
-    return [u for unit in plan_units(src, extensions, option) for u in iter_uris(src, unit, extensions)]
+    return [u for unit in plan_units(src, option) for u in iter_uris(src, unit, extensions)]
 
 
 # --- manifests -------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def plan_input(config: RunConfig) -> tuple[Location, list[Unit]]:
         src = resolve(config.input_list, option="--input-list")
         return src, plan_manifest(src, config.input_list_column)
     src = resolve(config.input, option="--input")
-    return src, plan_units(src, normalize_extensions(config.extensions))
+    return src, plan_units(src)
 
 
 def prepare_output(dst: Location, config: RunConfig) -> frozenset[str]:

@@ -87,11 +87,11 @@ def test_local_plan_is_the_top_files_plus_one_walk_per_top_level_folder(tmp_path
     touch(outside, "4.jpg")
     (tmp_path / "linked").symlink_to(outside, target_is_directory=True)
     root = str(tmp_path)
-    assert plan_units(resolve(root), EXT) == [
+    assert plan_units(resolve(root)) == [
         Unit("top", root), *(Unit("walk", f"{root}/{d}") for d in ("a", "b", "c.jpg", "empty", "linked"))]
     # the planner never descends: a unit per folder, however deep the folders are
-    assert plan_units(resolve(f"{root}/b"), EXT) == [Unit("top", f"{root}/b"), Unit("walk", f"{root}/b/x")]
-    assert plan_units(resolve(f"{root}/empty"), EXT) == [Unit("top", f"{root}/empty")]
+    assert plan_units(resolve(f"{root}/b")) == [Unit("top", f"{root}/b"), Unit("walk", f"{root}/b/x")]
+    assert plan_units(resolve(f"{root}/empty")) == [Unit("top", f"{root}/empty")]
     assert list(iter_uris(resolve(root), Unit("top", root), EXT)) == [f"{root}/top.jpg"]
     assert list(iter_uris(resolve(root), Unit("walk", f"{root}/linked"), EXT)) == [f"{root}/linked/4.jpg"]
 
@@ -107,7 +107,7 @@ def test_local_listing_matches_os_walk_on_a_random_tree(tmp_path):
         names.add(os.path.join(rng.choice(folders), f"f{i:04d}.{ext}" if ext else f"f{i:04d}"))
     touch(tmp_path, *names)
     src = resolve(str(tmp_path))
-    units = plan_units(src, EXT)
+    units = plan_units(src)
     per_unit = [list(iter_uris(src, u, EXT)) for u in units]
     flat = [u for part in per_unit for u in part]
     assert len(flat) == len(set(flat))  # units are disjoint, nothing twice
@@ -121,7 +121,7 @@ def test_a_single_file_is_one_file_unit(tmp_path):
     touch(tmp_path, "a/1.png", "a/notes.txt")
     for name in ("1.png", "notes.txt"):  # a file named on purpose is taken as it is
         path = str(tmp_path / "a" / name)
-        assert plan_units(resolve(path), EXT) == [Unit("file", path)]
+        assert plan_units(resolve(path)) == [Unit("file", path)]
         assert list_images(resolve(path), ("jpg",)) == [path]
         assert list_images(resolve(f"file://{path}"), EXT) == [path]
 
@@ -129,7 +129,7 @@ def test_a_single_file_is_one_file_unit(tmp_path):
 def test_a_missing_local_input_names_the_option(tmp_path):
     missing = resolve(str(tmp_path / "nope"))
     with pytest.raises(UriError, match=r"^--input: '.*/nope' does not exist"):
-        plan_units(missing, EXT)
+        plan_units(missing)
     with pytest.raises(UriError, match=r"^--input: .* does not exist"):
         list_images(missing, EXT)
     with pytest.raises(UriError, match=r"^--source: "):
@@ -139,7 +139,7 @@ def test_a_missing_local_input_names_the_option(tmp_path):
 def test_a_folder_removed_after_planning_lists_nothing(tmp_path):
     touch(tmp_path, "a/1.jpg", "b/2.jpg")
     src = resolve(str(tmp_path))
-    units = plan_units(src, EXT)
+    units = plan_units(src)
     shutil.rmtree(tmp_path / "a")
     assert [u for unit in units for u in iter_uris(src, unit, EXT)] == [str(tmp_path / "b/2.jpg")]
 
@@ -457,7 +457,7 @@ def list_requests(monkeypatch):
 @pytest.mark.cluster
 def test_s3_plan_is_one_unit_per_folder_when_the_first_page_holds_them(s3_tree, list_requests):
     b, p = s3_tree.bucket, s3_tree.prefix
-    units = plan_units(resolve(f"s3://{b}/{p}/"), EXT)
+    units = plan_units(resolve(f"s3://{b}/{p}/"))
     assert units == [Unit("s3", f"{b}/{p}", delimited=True),
                      *(Unit("s3", f"{b}/{p}/{f}") for f in ("a", "c", "flat", "folder.jpg"))]
     assert len(list_requests) == 1  # one listing request, however big the folders are
@@ -469,7 +469,7 @@ def test_s3_union_of_the_units_is_exactly_the_image_keys(s3_tree):
     b, p = s3_tree.bucket, s3_tree.prefix
     src = resolve(f"s3://{b}/{p}")
     parts = {u.path + ("/" if u.delimited else ""): list(iter_uris(src, u, EXT))
-             for u in plan_units(src, EXT)}
+             for u in plan_units(src)}
     assert parts[f"{b}/{p}/"] == [f"s3://{b}/{p}/top.jpg"]  # the delimited unit: top-level files only
     assert parts[f"{b}/{p}/a"] == [f"s3://{b}/{p}/a/1.jpg", f"s3://{b}/{p}/a/b/2.png"]
     assert parts[f"{b}/{p}/folder.jpg"] == [f"s3://{b}/{p}/folder.jpg/inside.png"]
@@ -507,7 +507,7 @@ def test_s3_big_folder_is_paged_and_streamed(s3_tree, list_requests):
 def test_s3_prefix_with_over_1000_entries_is_one_unit(s3_tree, list_requests):
     b, p = s3_tree.bucket, s3_tree.prefix
     src = resolve(f"s3://{b}/{p}/flat")
-    units = plan_units(src, EXT)
+    units = plan_units(src)
     assert units == [Unit("s3", f"{b}/{p}/flat")]  # not delimited: the whole prefix, sub-folders too
     assert len(list_requests) == 1
     got = list_images(src, EXT)
@@ -518,10 +518,10 @@ def test_s3_prefix_with_over_1000_entries_is_one_unit(s3_tree, list_requests):
 @pytest.mark.cluster
 def test_s3_single_object_and_missing_prefix(s3_tree):
     b, p = s3_tree.bucket, s3_tree.prefix
-    assert plan_units(resolve(f"s3://{b}/{p}/top.jpg"), EXT) == [Unit("file", f"{b}/{p}/top.jpg")]
+    assert plan_units(resolve(f"s3://{b}/{p}/top.jpg")) == [Unit("file", f"{b}/{p}/top.jpg")]
     assert list_images(resolve(f"s3://{b}/{p}/top.jpg"), EXT) == [f"s3://{b}/{p}/top.jpg"]
     missing = resolve(f"s3://{b}/{p}/no-such-folder")
-    assert plan_units(missing, EXT) == [Unit("s3", f"{b}/{p}/no-such-folder", delimited=True)]
+    assert plan_units(missing) == [Unit("s3", f"{b}/{p}/no-such-folder", delimited=True)]
     assert list_images(missing, EXT) == []
 
 
