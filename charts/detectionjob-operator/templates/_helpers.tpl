@@ -89,8 +89,9 @@ true
 {{- end }}
 
 {{/*
-RBAC rules for the objects the operator handles inside a served namespace: exactly the
-rows of operator/RBAC.md (tests/install/test_chart.py compares them). In cluster-wide
+RBAC rules for the objects the operator handles inside a served namespace: the one
+definition of them (operator/RBAC.md explains each row; tests/install/test_chart.py checks it
+lists exactly these). In cluster-wide
 mode they go into the ClusterRole; with watchNamespaces into one Role per namespace.
 */}}
 {{- define "detectionjob-operator.namespacedRules" -}}
