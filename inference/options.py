@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from inference.model_config import DEFAULT_MODEL, ModelError, unknown_model
+from inference.model_config import DEFAULT_MODEL, ModelConfig, ModelError, unknown_model
 from inference.pool import parse_workers
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -34,6 +34,7 @@ class Doc:
     check: Callable[[Any], str | None] | None = None  # the problem with a value, or None
     error: type[ValueError] = ValueError  # raised with ``--flag: problem``
     cli: bool = True  # False: set by code and tests only (no flag, not in the README)
+    crd: str | None = None  # the DetectionJob field (path under spec) it passes through from, if any
 
 
 def option(default: Any, help: str, **doc: Any) -> Any:
@@ -84,20 +85,22 @@ class RunConfig:
                          metavar="URI", default_text="required")
     extensions: list[str] = option(
         [], "which files are images (comma-separated, case-insensitive)", metavar="LIST",
-        parse=_extensions, default_text="`" + ",".join(DEFAULT_EXTENSIONS) + "`")
+        parse=_extensions, default_text="`" + ",".join(DEFAULT_EXTENSIONS) + "`",
+        crd="input.fileExtensions")
     model: str = option(
         DEFAULT_MODEL, "any torchvision detection builder (`fasterrcnn_*`, `retinanet_*`, `fcos_*`, "
                        "`ssd*`, `maskrcnn_*`, `keypointrcnn_*`)", metavar="NAME",
-        check=unknown_model, error=ModelError)
+        check=unknown_model, error=ModelError, crd="model.name")
     weights: str = option(
         "DEFAULT", "`DEFAULT` (torchvision's pretrained weights, downloaded to `$TORCH_HOME`), a "
                    "weights enum member (`COCO_V1`), `none` (random init seeded by `--seed`, for smoke "
                    "tests), or a state_dict path / `s3://` / `gs://` / `https://` URI (plain or "
-                   "`{\"model\": state_dict}` checkpoints)", metavar="W")
+                   "`{\"model\": state_dict}` checkpoints)", metavar="W", crd="model.weights")
     score_threshold: float = option(
         0.5, "keep boxes scoring at least F (also set inside the model, whose own default is 0.05)",
-        metavar="F", check=_within(0, 1))
-    batch_size: int = option(4, "images per detector call", metavar="N", check=_at_least(1))
+        metavar="F", check=_within(0, 1), crd="model.scoreThreshold")
+    batch_size: int = option(4, "images per detector call", metavar="N", check=_at_least(1),
+                             crd="batchSize")
     num_gpus: float | None = option(
         None, "GPUs per detector actor (`0.5` packs two per GPU); `auto` = 1 when Ray sees GPUs, "
               "else CPU", metavar="G", default_text="`auto`", parse=_num_gpus, check=_at_least(0))
@@ -107,11 +110,11 @@ class RunConfig:
         default_text="auto", check=_workers)
     limit: int | None = option(None, "process at most N images (after `--resume` skipping; lists "
                                      "in one task)", metavar="N", default_text="all",
-                               check=_at_least(0))
+                               check=_at_least(0), crd="input.limit")
     samples: int = option(
         0, "write K annotated PNGs to `OUTPUT/_samples/` (a DetectionJob's `spec.output.samples` "
            "defaults to 8: on a cluster the output is where its user looks; here the images are at "
-           "hand)", metavar="K", check=_at_least(0))
+           "hand)", metavar="K", check=_at_least(0), crd="output.samples")
     resume: bool = option(
         False, "keep earlier results, skip the shards that already have a part. Refuses an output "
                "written with another model, weights, threshold or precision (`_job.json`). Parts of "
@@ -123,14 +126,15 @@ class RunConfig:
         False, "with `--resume`: accept another model, weights, threshold or precision than the "
                "resumed run's (its rows and the new ones then differ)")
     shard_size: int = option(256, "images per shard on average: the unit of work, of `--resume` and "
-                                  "of one part file", metavar="N", check=_at_least(1))
+                                  "of one part file", metavar="N", check=_at_least(1),
+                             crd="output.shardSize")
     max_failed_fraction: float = option(
         0.1, "exit 3 (after writing every result) when more than F of the images failed; `1` never "
-             "fails", metavar="F", check=_within(0, 1))
+             "fails", metavar="F", check=_within(0, 1), crd="failurePolicy.maxFailedFraction")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
     precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`",
                             metavar="P", check=lambda v: None if v in PRECISIONS else
-                            f"one of {', '.join(PRECISIONS)}, got {v!r}")
+                            f"one of {', '.join(PRECISIONS)}, got {v!r}", crd="model.precision")
     ray_address: str | None = option(None, "the Ray cluster to join", metavar="ADDRESS",
                                      default_text="`RAY_ADDRESS` or a local one")
     progress_interval: float = option(5.0, "seconds between progress lines", cli=False)
@@ -163,6 +167,12 @@ class RunConfig:
             loc = resolve(w, option="--weights")
             if loc.fs.get_file_info(loc.path).type != pafs.FileType.File:
                 raise ModelError(f"--weights: no file at {w!r}")
+
+    def model_config(self) -> ModelConfig:
+        """What the detectors build: each ModelConfig field is the option of the same name
+        (its ``name`` is ``--model``), so a new model option is a field in both, nothing else."""
+        return ModelConfig(**{f.name: getattr(self, "model" if f.name == "name" else f.name)
+                              for f in fields(ModelConfig)})
 
     def settings(self) -> dict:
         """What ``_job.json`` records of this run (checked by a later ``--resume``)."""
@@ -199,6 +209,11 @@ def default_text(f: Field) -> str:
     if value is None:
         return "—"
     return "`" + (",".join(value) if isinstance(value, list) else str(value)) + "`"
+
+
+def crd_paths() -> dict[str, str]:
+    """Option name -> the DetectionJob field it passes through from (``"model.name"``)."""
+    return {f.name: _doc(f).crd for f in fields(RunConfig) if _doc(f).crd}
 
 
 def cli_fields() -> list[Field]:

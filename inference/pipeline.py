@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from inference.listing import Unit, plan_manifest, plan_units
-from inference.model_config import ModelConfig
 from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.shard_source import ShardSource, Tally
@@ -100,8 +99,7 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
     # no detector would start before it (tests/job/test_shards_job.py, the named-pipe manifest).
     # Nothing big flows here: shards of URIs in, a count row per shard out.
     ctx.target_max_block_size = 1
-    spec = ModelConfig(name=config.model, weights=config.weights, score_threshold=config.score_threshold,
-                     seed=config.seed)
+    spec = config.model_config()
     return (
         # List, one read task per unit: a shard of URIs flows on as soon as it is listed.
         ray.data.read_datasource(source, num_cpus=plan.reader_cpus,

@@ -128,7 +128,7 @@ def test_both_images_validate_a_detectionjob_with_their_crd(docker, images):
     doc = ('{"apiVersion": "detectionjob.dev/v1alpha1", "kind": "DetectionJob", "metadata": {"name": "x"},'
            ' "spec": {"input": {"uri": "s3://b/in/"}, "output": {"uri": "s3://b/out/"}, "image": "w:1"}}')
     code = ("import json, sys; from detectionjob_operator.spec import parse; "
-            "print(parse(json.loads(sys.argv[1])).spec.model.name)")
+            "print(parse(json.loads(sys.argv[1])).spec_values['model']['name'])")
     for name, entrypoint in (("operator", "python"), ("worker", None)):
         args = ("-c", code, doc) if entrypoint else ("python", "-c", code, doc)
         proc = _run(docker, images[name].ref, *args, entrypoint=entrypoint)

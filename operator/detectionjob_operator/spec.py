@@ -48,8 +48,6 @@ class StorageSpec:
 @dataclass(frozen=True)
 class InputSpec:
     location: StorageSpec  # the prefix, the PVC folder, or (with a manifest) where the manifest is
-    extensions: tuple[str, ...]
-    limit: int | None = None
     manifest: str | None = None  # the manifest's URI or path inside the PVC
     manifest_column: str | None = None
 
@@ -65,17 +63,7 @@ class InputSpec:
 class OutputSpec:
     location: StorageSpec
     mode: str = "overwrite"
-    samples: int = 8
     retry_errors: bool = False
-    shard_size: int = 256
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    weights: str
-    score_threshold: float
-    precision: str
 
 
 @dataclass(frozen=True)
@@ -105,9 +93,6 @@ class HeadSpec:
 class DetectionJobSpec:
     input: InputSpec
     output: OutputSpec
-    model: ModelSpec
-    batch_size: int
-    max_failed_fraction: float
     workers: WorkersSpec
     head: HeadSpec
     image: str
@@ -126,6 +111,9 @@ class DetectionJob:
     spec: DetectionJobSpec
     uid: str | None = None
     generation: int | None = None
+    # The spec as the API server stores it (defaults applied): the job options that pass through
+    # unchanged are read from it by their path (inference.options.crd_paths).
+    spec_values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def quantity(value: int | str, path: str) -> Decimal:
@@ -235,26 +223,14 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
     parsed = DetectionJobSpec(
         input=InputSpec(
             location=_storage(raw_input, "spec.input"),
-            extensions=tuple(raw_input["fileExtensions"]),
-            limit=raw_input.get("limit"),
             manifest=manifest.get("uri") or manifest.get("path"),
             manifest_column=manifest.get("column"),
         ),
         output=OutputSpec(
             location=_storage(raw_output, "spec.output"),
             mode=raw_output["mode"],
-            samples=raw_output["samples"],
             retry_errors=raw_output["retryErrors"],
-            shard_size=raw_output["shardSize"],
         ),
-        model=ModelSpec(
-            name=raw_model["name"],
-            weights=raw_model["weights"],
-            score_threshold=float(raw_model["scoreThreshold"]),
-            precision=raw_model["precision"],
-        ),
-        batch_size=spec["batchSize"],
-        max_failed_fraction=float(spec["failurePolicy"]["maxFailedFraction"]),
         workers=_workers(spec["workers"]),
         head=HeadSpec(cpus=str(spec["head"]["cpus"]), memory=spec["head"]["memory"]),
         image=spec["image"],
@@ -287,7 +263,7 @@ def parse(obj: Any, default_namespace: str = "default") -> DetectionJob:
     namespace = meta.get("namespace") or default_namespace
     if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
         raise SpecError("metadata.namespace", f"must be a DNS label, not {namespace!r}")
-    spec, _ = parse_spec(obj.get("spec"))
+    spec, spec_values = parse_spec(obj.get("spec"))
     uid = meta.get("uid")
     generation = meta.get("generation")
     return DetectionJob(
@@ -296,4 +272,5 @@ def parse(obj: Any, default_namespace: str = "default") -> DetectionJob:
         spec=spec,
         uid=uid if isinstance(uid, str) and uid else None,
         generation=generation if isinstance(generation, int) else None,
+        spec_values=spec_values,
     )

@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from detectionjob_operator.spec import INPUT_MOUNT, OUTPUT_MOUNT, DetectionJob, StorageSpec
 from inference.detectionjob_api import API_VERSION, GROUP, KIND, PLURAL
-from inference.options import to_json
+from inference.options import crd_paths, to_json
 
 # The RayJob resource (KubeRay's ray.io/v1): the only place its group, version and plural are written.
 RAYJOB_GROUP, RAYJOB_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
@@ -77,7 +78,11 @@ def name_label(name: str) -> str:
 
 
 def args_json(dj: DetectionJob) -> str:
-    """The ``detectionjob run`` options as shell-inert JSON (``inference.options.to_json``)."""
+    """The ``detectionjob run`` options as shell-inert JSON (``inference.options.to_json``).
+
+    Options that pass a DetectionJob field through unchanged are read by their path
+    (``inference.options.crd_paths``: a new one needs no code here); the rest are derived.
+    """
     spec = dj.spec
     workers = spec.workers
     actors_per_worker = max(1, workers.gpus_per_worker)
@@ -87,23 +92,22 @@ def args_json(dj: DetectionJob) -> str:
     else:
         pool = str(workers.max_replicas * actors_per_worker)
     return to_json({
+        **{name: _field(dj.spec_values, path) for name, path in crd_paths().items()},
         **spec.input.job_args(),
         "output": spec.output.location.job_uri(OUTPUT_MOUNT),
-        "extensions": list(spec.input.extensions),
-        "model": spec.model.name,
-        "weights": spec.model.weights,
-        "score_threshold": spec.model.score_threshold,
-        "precision": spec.model.precision,
-        "batch_size": spec.batch_size,
         "num_gpus": 1.0 if workers.gpus_per_worker > 0 else 0.0,
         "workers": pool,
-        "samples": spec.output.samples,
         "resume": spec.output.mode == "resume",
         "retry_errors": spec.output.mode == "resume" and spec.output.retry_errors,
-        "shard_size": spec.output.shard_size,
-        "max_failed_fraction": spec.max_failed_fraction,
-        "limit": spec.input.limit,
     })
+
+
+def _field(spec: Mapping[str, Any], path: str) -> Any:
+    """The value at ``path`` (``"model.name"``) of a defaulted spec; None where it is absent."""
+    value: Any = spec
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
 
 
 def runtime_env_yaml(dj: DetectionJob, options: Options) -> str:

@@ -99,7 +99,7 @@ def test_invalid_document(doc, path):
 def test_nulls_are_absent_and_defaults_apply():
     doc = make_dj({"model": None, "workers": None, "queueName": None})
     dj = parse(doc)
-    assert dj.spec.model.name == "fasterrcnn_resnet50_fpn_v2"
+    assert dj.spec_values["model"]["name"] == "fasterrcnn_resnet50_fpn_v2"
     assert dj.spec.workers.replicas == 1 and dj.spec.queue_name is None
     assert parse_spec(doc["spec"])[1]["model"] == {"name": "fasterrcnn_resnet50_fpn_v2",
                                                    "weights": "DEFAULT", "scoreThreshold": 0.5,
@@ -108,7 +108,7 @@ def test_nulls_are_absent_and_defaults_apply():
 
 
 def test_integral_float_is_an_integer():
-    assert parse(make_dj({"batchSize": 8.0})).spec.batch_size == 8
+    assert parse(make_dj({"batchSize": 8.0})).spec_values["batchSize"] == 8
 
 
 def test_metadata_from_the_api_server():

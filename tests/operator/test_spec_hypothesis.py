@@ -88,7 +88,7 @@ def check_translation(dj, rayjob_schema) -> None:
     env = yaml.safe_load(runtime_env)["env_vars"]
     args = json.loads(env["DETECTIONJOB_ARGS"])
     assert args["input"] == dj.spec.input.location.job_uri("/mnt/detectionjob/input")
-    assert args["weights"] == dj.spec.model.weights
+    assert args["weights"] == dj.spec_values["model"]["weights"]
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", rayjob["metadata"]["name"])
     group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
     assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]

@@ -339,3 +339,20 @@ def test_ray_pods_get_a_memory_backed_dev_shm():
         (mount,) = [m for m in spec["containers"][0]["volumeMounts"]
                     if m["name"] == translate.SHM_VOLUME]
         assert mount["mountPath"] == "/dev/shm"
+
+
+def test_every_option_passed_through_is_a_field_of_the_crd():
+    """inference.options names the DetectionJob field of each pass-through option by its path:
+    each path is a field of the CRD's spec, and the RayJob carries its (defaulted) value."""
+    from detectionjob_operator.crd_schema import spec_schema
+
+    from inference.options import crd_paths
+
+    args = args_of(render({"model": {"scoreThreshold": 0.25}, "output": {"samples": 2}}))
+    for name, path in crd_paths().items():
+        node = spec_schema()
+        for key in path.split("."):
+            node = node["properties"][key]
+        assert node.get("type"), (name, path)
+        assert name in args, name
+    assert (args["score_threshold"], args["samples"]) == (0.25, 2)
