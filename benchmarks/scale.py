@@ -30,6 +30,7 @@ job outputs) lives in one temporary folder that is deleted at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -319,12 +320,10 @@ def s3_section(args, tmp: Path, ray_tmp: str) -> tuple[list[dict], list[str]]:
     saved_tempdir = tempfile.tempdir
     tempfile.tempdir = str(tmp)  # MinIO's data folder goes under our temp folder too
     s3 = MinioS3(tmp / "minio-logs")
-    saved_env = {k: os.environ.get(k) for k in (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
-        "AWS_EC2_METADATA_DISABLED")}
+    exported = contextlib.ExitStack()
     try:
         s3.start()
-        os.environ.update(s3.env)
+        exported.enter_context(s3.exported())
         client = boto3.session.Session().client(
             "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key,
             aws_secret_access_key=s3.secret_key,
@@ -387,11 +386,7 @@ def s3_section(args, tmp: Path, ray_tmp: str) -> tuple[list[dict], list[str]]:
             notes.append(r)
         return rows, notes
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        exported.close()
         s3.stop()
         tempfile.tempdir = saved_tempdir
 

@@ -10,7 +10,6 @@ restricted too.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,26 +114,19 @@ def platform(cluster, harness_workdir) -> Iterator[Platform]:
             _remove_older(node, image.ref)
     s3 = MinioS3(harness_workdir / "logs-e2e", host=node.host_ip)
     kuberay = KubeRay(kube, watch_namespaces=(JOBS_NAMESPACE,), wrap=node.dns_wrapped)
-    saved: dict[str, str | None] = {}
     try:
         s3.start()
-        saved = {k: os.environ.get(k) for k in s3.env}
-        os.environ.update(s3.env)
         for namespace in (OPERATOR_NAMESPACE, JOBS_NAMESPACE):
             kube.create_namespace(namespace, labels=RESTRICTED)
         kuberay.start()
         _helm_install(kube, images["operator"].ref)
-        yield Platform(kube=kube, node=node, kuberay=kuberay, s3=s3,
-                       worker_image=images["worker"].ref, operator_image=images["operator"].ref)
+        with s3.exported():
+            yield Platform(kube=kube, node=node, kuberay=kuberay, s3=s3,
+                           worker_image=images["worker"].ref, operator_image=images["operator"].ref)
     finally:
         kube.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", check=False)
         kuberay.stop()
         s3.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

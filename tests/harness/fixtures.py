@@ -58,7 +58,6 @@ If the binaries are not built, these fixtures FAIL (never skip) and say to run
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -186,16 +185,10 @@ def kueue(kube: KubeControlPlane, kuberay: KubeRay) -> Iterator[Kueue]:
 def minio_s3(harness_workdir) -> Iterator[MinioS3]:
     """A real MinIO with a fresh bucket; ``AWS_*`` set in os.environ. See module docstring."""
     s3 = start_component(MinioS3(harness_workdir / "logs"), "MinIO")
-    saved = {k: os.environ.get(k) for k in s3.env}
-    os.environ.update(s3.env)
     try:
-        yield s3
+        with s3.exported():
+            yield s3
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         s3.stop()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from .binaries import binary
@@ -87,6 +89,21 @@ class MinioS3:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+    @contextlib.contextmanager
+    def exported(self) -> Iterator[None]:
+        """``AWS_*`` of this server in ``os.environ`` for the block (pyarrow, boto3 and Ray read
+        them there); the previous values, or their absence, come back after it."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def filesystem(self, **kwargs):
         """A ``pyarrow.fs.S3FileSystem`` for this server (extra kwargs are passed on)."""
