@@ -66,9 +66,17 @@ def operator_kubeconfig(kube, kuberay) -> Path:
 
 
 @pytest.fixture(scope="module")
-def operator(api, operator_kubeconfig, tmp_path_factory):
+def operator(kube, api, operator_kubeconfig, tmp_path_factory):
+    """The operator for ``dje2e-*``, started and seen handling a DetectionJob in such a namespace:
+    kopf answers its liveness probe before it watches the namespaces a glob matches, and a
+    namespace made in between went unnoticed for two minutes in a loaded CI run."""
     op = Operator(operator_kubeconfig, ["dje2e-*"],
                   tmp_path_factory.mktemp("operator") / "operator.log").start()
+    kube.create_namespace("dje2e-ready")
+    apply_dj(kube, make_dj({"model": {"name": "not_a_model"}}, name="ready", namespace="dje2e-ready"))
+    wait_for("the operator handling a DetectionJob in dje2e-ready",
+             lambda: ((get_dj(api, "dje2e-ready", "ready") or {}).get("status") or {}).get("phase"),
+             timeout=240)
     yield op
     op.stop()
 
