@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 # Refuse decompression bombs (and say so in the row) instead of allocating gigabytes.
@@ -19,19 +20,46 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this at open(
 # GIL while decoding, so a block's images decode on every core the task has.
 READ_THREADS = 8
 _pool: ThreadPoolExecutor | None = None
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+            7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+# A Python object's repr in an exception's text (Pillow names the BytesIO it was given).
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+_SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "gzip data"),
+               (b"<", "text (HTML or XML?)"), (b"\x00\x00\x00", "an unknown binary format"))
+
+
+def _what(data: bytes) -> str:
+    """What bytes that no image decoder recognises look like, for the error row."""
+    head = data[:16]
+    kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+    if kind is None:
+        kind = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "an unknown format"
+    return f"{len(data)} bytes of {kind}, starting {head!r}"
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes to a contiguous, read-only ``uint8`` array of shape ``(H, W, 3)``."""
+    """Decode encoded image bytes to a contiguous, read-only ``uint8`` array of shape ``(H, W, 3)``,
+    turned upright by the EXIF orientation tag (as viewers show the image: a phone photo taken
+    sideways is stored with orientation 6 and comes out with its width and height swapped)."""
     if not data:
         raise ValueError("empty file (0 bytes)")
-    with Image.open(io.BytesIO(data)) as img:
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError(f"not an image format Pillow can read: {_what(data)}") from None
+    with opened as img:
         # Checked here, not through Pillow's warning: warning filters are not thread-safe.
         if img.width * img.height > MAX_PIXELS:
             raise ValueError(f"image too large: {img.width}x{img.height} pixels "
                              f"(more than {MAX_PIXELS}; a decompression bomb?)")
         img.load()  # forces the full decode: truncated files fail here
         rgb = img if img.mode == "RGB" else img.convert("RGB")
+        turn = _UPRIGHT.get(img.getexif().get(EXIF_ORIENTATION, 1))
+        if turn is not None:
+            rgb = rgb.transpose(turn)
         array = np.asarray(rgb)  # one copy out of Pillow; convert() would add another
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"decoded to an empty image of shape {array.shape}")
@@ -44,7 +72,8 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or "no detail"
+    """``Type: message`` without Python object addresses; a folder says why it is not an image."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip() or "no detail"
     return f"{type(exc).__name__}: {text}"
 
 

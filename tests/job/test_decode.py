@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from inference import decode
 from inference.decode import decode_image, load_uris
@@ -76,3 +76,51 @@ def test_load_uris_keeps_order_and_turns_failures_into_rows(tmp_path: Path):
             assert (out["width"][i], out["height"][i]) == (size[1], size[0])
     assert "FileNotFoundError" in out["error"][20] or "No such file" in out["error"][20]
     assert out["error"][21] == "ValueError: unsupported scheme 'ftp'"  # an unusable URI is a row too
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_show_the_image(orientation: int):
+    """A phone photo is stored sideways with an orientation tag: the detector sees (and the row
+    reports) the image upright, as Pillow's own ImageOps.exif_transpose shows it."""
+    rng = np.random.default_rng(orientation)
+    stored = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)  # 40 wide, 30 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", exif=exif, quality=95)
+    data = buf.getvalue()
+
+    out = decode_image(data)
+    with Image.open(io.BytesIO(data)) as img:
+        upright = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    assert out.shape == upright.shape
+    assert out.shape[:2] == ((40, 30) if orientation >= 5 else (30, 40))
+    assert (out == upright).all()
+
+
+def test_exif_orientation_sets_the_rows_width_and_height(tmp_path: Path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90° clockwise when shown
+    Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    out = load_uris(["phone"], lambda _: (pafs.LocalFileSystem(), str(tmp_path / "phone.jpg")))
+    assert (out["width"][0], out["height"][0]) == (30, 40)
+
+
+@pytest.mark.parametrize("data, kind", [
+    (b"not an image at all", "text"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3", "a PDF document"),
+    (b"<!DOCTYPE html><html>", "text (HTML or XML?)"),
+    (bytes(range(200, 232)), "an unknown format"),
+])
+def test_an_unreadable_file_is_described_without_python_internals(tmp_path: Path, data: bytes, kind: str):
+    (tmp_path / "x.jpg").write_bytes(data)
+    out = load_uris(["x"], lambda _: (pafs.LocalFileSystem(), str(tmp_path / "x.jpg")))
+    error = out["error"][0]
+    assert error.startswith("ValueError: not an image format Pillow can read: ")
+    assert f"{len(data)} bytes of {kind}, starting {data[:16]!r}" in error
+    assert "object at 0x" not in error and "BytesIO" not in error
+
+
+def test_object_addresses_are_cut_from_any_error_text():
+    exc = OSError("cannot read <_io.BufferedReader object at 0x7f3a2b1c0d90> here")
+    assert decode._describe(exc) == "OSError: cannot read here"
