@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,8 +68,28 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    """The file's bytes. A local folder (the listing yields one it could not list or follow) raises
+    an error that says why it gave no images."""
+    if isinstance(fs, pafs.LocalFileSystem) and os.path.isdir(path):
+        raise _folder_error(path)
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def _folder_error(path: str) -> OSError:
+    real = os.path.realpath(path)
+    above, parent = path, os.path.dirname(path)
+    while parent != above:
+        if os.path.realpath(parent) == real:
+            return IsADirectoryError(f"a symlink loop: this folder is {parent}, which contains it; not "
+                                     f"followed again (its images are listed once, under {parent})")
+        above, parent = parent, os.path.dirname(parent)
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:  # OSError(errno, text) is the errno's own subclass (PermissionError, ...)
+        return OSError(exc.errno, f"a folder that cannot be listed: {exc.strerror or exc}")
+    return IsADirectoryError("a folder, not an image file")
 
 
 def _describe(exc: BaseException) -> str:

@@ -85,7 +85,7 @@ def plan_units(src: Location, option: str = "--input") -> list[Unit]:
         if info.type == pafs.FileType.NotFound:
             raise UriError(f"{option}: {src.path!r} does not exist")
         with os.scandir(src.path) as entries:
-            dirs = sorted(e.path for e in entries if e.is_dir(follow_symlinks=True))
+            dirs = sorted(e.path for e in entries if _is_dir(e))
         return [Unit("top", src.path), *(Unit("walk", d) for d in dirs)]
     if src.scheme == "s3":
         bucket, prefix = _bucket_prefix(src.path)
@@ -97,18 +97,29 @@ def plan_units(src: Location, option: str = "--input") -> list[Unit]:
     return [Unit("fs", src.path)]
 
 
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _walk(path: str, suffixes: tuple[str, ...], recursive: bool,
           ancestors: frozenset[tuple[int, int]] = frozenset()) -> Iterator[str]:
     """Files under ``path`` in sorted-entry order, one directory in memory at a time. Symlinked
-    folders are followed, but never into a folder being walked already (a link loop)."""
+    folders are followed, but never into a folder being walked already (a link loop). Nothing
+    vanishes: a folder that cannot be listed, or a link back into the walk, is yielded itself and
+    becomes an error row that says why (:func:`inference.decode.read_bytes`)."""
     try:
-        st = os.stat(path)
-        if (st.st_dev, st.st_ino) in ancestors:
+        here = _identity(path)
+        if here in ancestors:
+            yield path  # a link loop: its images are listed once, under the folder it leads to
             return
-        ancestors = ancestors | {(st.st_dev, st.st_ino)}
+        ancestors = ancestors | {here}
         with os.scandir(path) as it:
-            entries = sorted((e.name, e.is_dir(follow_symlinks=True)) for e in it)
+            entries = sorted((e.name, _is_dir(e)) for e in it)
     except (FileNotFoundError, NotADirectoryError):
+        return  # gone since its parent was listed
+    except OSError:
+        yield path  # unreadable (permissions, I/O error, a link cycle the OS refuses)
         return
     for name, is_dir in entries:
         full = os.path.join(path, name)
@@ -117,6 +128,13 @@ def _walk(path: str, suffixes: tuple[str, ...], recursive: bool,
                 yield from _walk(full, suffixes, True, ancestors)
         elif name.lower().endswith(suffixes):
             yield full
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # e.g. a link cycle: then not a folder; with an image suffix it becomes a row
+        return False
 
 
 def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...]) -> Iterator[str]:
@@ -136,7 +154,9 @@ def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...]) -> Iterato
     if unit.kind == "file":
         yield src.uri(unit.path)
     elif unit.kind in ("top", "walk"):
-        yield from _walk(unit.path, suffixes, recursive=unit.kind == "walk")
+        # The input folder is an ancestor of every unit's walk: a link back to it is a loop too.
+        root = frozenset() if unit.path == src.path else frozenset({_identity(src.path)})
+        yield from _walk(unit.path, suffixes, recursive=unit.kind == "walk", ancestors=root)
     elif unit.kind == "s3":
         yield from _s3_keys(src, unit, suffixes)
     elif unit.kind == "fs":

@@ -10,12 +10,15 @@ import os
 import random
 import secrets
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from inference import listing
 from inference.listing import (
@@ -32,6 +35,7 @@ from inference.listing import (
 from inference.uris import DEFAULT_EXTENSIONS, UriError, normalize_extensions, resolve
 
 EXT = normalize_extensions(None)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def touch(root, *rels: str, data: bytes = b"x") -> None:
@@ -144,17 +148,54 @@ def test_a_folder_removed_after_planning_lists_nothing(tmp_path):
     assert [u for unit in units for u in iter_uris(src, unit, EXT)] == [str(tmp_path / "b/2.jpg")]
 
 
-def test_symlinked_folders_are_followed_but_a_link_loop_ends(tmp_path):
+def test_symlinked_folders_are_followed_and_a_link_loop_is_listed_once_as_itself(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
-    touch(root, "top.jpg", "a/x.jpg")
+    touch(root, "top.jpg", "a/x.jpg", "b/y.jpg")
     touch(outside, "o.jpg")
     (root / "a" / "up").symlink_to("..", target_is_directory=True)  # a loop: root/a/up/a/up/...
+    (root / "b" / "toa").symlink_to("../a", target_is_directory=True)  # not a loop: a is elsewhere
+    (root / "a" / "back").symlink_to(".", target_is_directory=True)
     (root / "ext").symlink_to(outside, target_is_directory=True)
     got = list_images(resolve(str(root)), EXT)
-    assert len(got) == len(set(got)) < 10
-    real = {os.path.realpath(p) for p in got}
-    assert real == {os.path.realpath(p) for p in (root / "top.jpg", root / "a/x.jpg", outside / "o.jpg")}
-    assert {str(root / "top.jpg"), str(root / "a/x.jpg"), str(root / "ext/o.jpg")} <= set(got)
+    # every image once, under its own path; each loop once, as the link itself (an error row later)
+    assert got == [str(root / p) for p in ("top.jpg", "a/back", "a/up", "a/x.jpg", "b/toa/back",
+                                           "b/toa/up", "b/toa/x.jpg", "b/y.jpg", "ext/o.jpg")]
+
+
+def test_unlistable_entries_become_rows_that_say_why(tmp_path):
+    """A link loop, a self-referencing link, a dangling link and a folder that cannot be read are
+    each listed and read as one error row; nothing vanishes, no error names a Python object."""
+    root = tmp_path / "root"
+    image = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(image, format="JPEG")
+    touch(root, "a/x.jpg", "locked/hidden.jpg", data=image.getvalue())
+    (root / "a" / "up").symlink_to("..", target_is_directory=True)
+    (root / "self.jpg").symlink_to("self.jpg")
+    (root / "gone.jpg").symlink_to("missing.jpg")
+    os.chmod(root / "locked", 0)
+    if os.geteuid() == 0:  # root reads any folder: give the folder away, and drop root's override
+        os.chown(root / "locked", 65534, 65534)
+    tmp_path.chmod(0o755)
+    script = ("import json, sys; import pyarrow.fs as fs; from inference.listing import list_images; "
+              "from inference.decode import load_uris; from inference.uris import resolve, "
+              "normalize_extensions; got = list_images(resolve(sys.argv[1]), normalize_extensions(None)); "
+              "out = load_uris(got, lambda u: (fs.LocalFileSystem(), u)); "
+              "print(json.dumps(dict(zip(got, [e for e in out['error']]))))")
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    done = subprocess.run([*drop, sys.executable, "-c", script, str(root)], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    errors = json.loads(done.stdout)
+    assert list(errors) == [str(root / p) for p in ("gone.jpg", "self.jpg", "a/up", "a/x.jpg", "locked")]
+    assert errors[str(root / "a/x.jpg")] is None
+    assert "No such file" in errors[str(root / "gone.jpg")]
+    assert "Too many levels of symbolic links" in errors[str(root / "self.jpg")]
+    assert errors[str(root / "a/up")] == (
+        f"IsADirectoryError: a symlink loop: this folder is {root}, which contains it; not followed "
+        f"again (its images are listed once, under {root})")
+    assert errors[str(root / "locked")] == (
+        "PermissionError: [Errno 13] a folder that cannot be listed: Permission denied")
+    assert not any("object at 0x" in (e or "") for e in errors.values())
 
 
 def test_local_listing_is_a_stream(tmp_path):
