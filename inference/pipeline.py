@@ -52,11 +52,13 @@ def _start_ray(address: str | None) -> None:
                  log_to_driver=True, include_dashboard=False if address is None else None)
 
 
-def _cluster_resources() -> tuple[float, float]:
+def _cluster_resources() -> tuple[float, float, float | None]:
+    """The cluster's CPUs and GPUs, and the CPUs of its largest node."""
     import ray
 
     res = ray.cluster_resources()
-    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+    nodes = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)), max(nodes, default=0) or None
 
 
 def plan_input(config: RunConfig) -> tuple[Location, list[Unit]]:

@@ -61,11 +61,17 @@ def plan_pool(
     num_gpus: float | None,
     cluster_cpus: float,
     cluster_gpus: float,
+    node_cpus: float | None = None,
 ) -> PoolPlan:
-    """Decide the pool. ``num_gpus`` is GPUs per actor; None means 1 if the cluster has GPUs, else 0."""
+    """Decide the pool. ``num_gpus`` is GPUs per actor; None means 1 if the cluster has GPUs, else 0.
+    ``node_cpus`` is the CPU count of the cluster's largest node (None: the cluster is one node):
+    an actor's torch threads never exceed it, however many CPUs the cluster has in all (two 2-CPU
+    worker nodes are 4 CPUs, but no actor can use more than 2). Each actor also caps its threads at
+    its own node's CPUs (:func:`threads_on_this_node`)."""
     notes: list[str] = []
     gpus_per_actor = (1.0 if cluster_gpus > 0 else 0.0) if num_gpus is None else float(num_gpus)
     cpus = max(int(cluster_cpus), 1)
+    per_node = max(int(node_cpus), 1) if node_cpus else cpus
     if gpus_per_actor > 0:
         slots = math.floor(cluster_gpus / gpus_per_actor) if cluster_gpus > 0 else None
         low, high = workers or (1, max(slots or 1, 1))
@@ -74,7 +80,7 @@ def plan_pool(
                          "waiting for the cluster (autoscaler) to add GPU nodes")
         # An autoscaling cluster may show no GPU yet: then trust the request.
         num_cpus = 1.0 if cpus - high >= 1 else 0.0
-        threads = max(1, min(4, cpus // max(high, 1)))
+        threads = max(1, min(4, cpus // max(high, 1), per_node))
         return PoolPlan(low, high, num_cpus, gpus_per_actor, threads, "cuda", notes)
     # CPU actors: leave at least one CPU to the read/decode stage.
     slots = max(cpus - 1, 1)
@@ -84,6 +90,20 @@ def plan_pool(
         high = slots
     low = min(low, high)
     num_cpus = 1.0 if cpus >= 2 else 0.5
-    threads = max(1, cpus // high)
+    threads = max(1, min(cpus // high, per_node))
     return PoolPlan(low, high, num_cpus, 0.0, threads, "cpu", notes,
                     reader_cpus=1.0 if cpus >= 2 else cpus - num_cpus)
+
+
+def threads_on_this_node(planned: int | None) -> int | None:
+    """``planned`` torch threads, at most the CPUs Ray gives the node this process runs on (a
+    detector actor calls it: on a cluster of unequal nodes the plan fits the largest)."""
+    if not planned:
+        return planned
+    import ray
+
+    if not ray.is_initialized():
+        return planned
+    here = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == here), 0)
+    return max(1, min(planned, int(cpus))) if cpus else planned

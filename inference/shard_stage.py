@@ -40,6 +40,7 @@ STATS_SCHEMA = pa.schema([
     pa.field("per_class", pa.string()),  # JSON {name: count}
     pa.field("samples", pa.string()),  # JSON [row, ...]
     pa.field("first_error", pa.string()),
+    pa.field("torch_threads", pa.int64()),  # the detector's, on the node it ran on
 ])
 
 
@@ -61,8 +62,10 @@ class ShardStage:
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
                  precision: str = "fp32") -> None:
         from inference.detector import Detector
+        from inference.pool import threads_on_this_node
 
-        self.detector = Detector(spec, device=device, num_threads=num_threads, precision=precision)
+        self.threads = threads_on_this_node(num_threads)
+        self.detector = Detector(spec, device=device, num_threads=self.threads, precision=precision)
         self.out, self.inputs = out, dict(inputs)
         self.batch_size, self.samples, self.tally = batch_size, samples, tally
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
@@ -111,7 +114,8 @@ class ShardStage:
         return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
 
     def run_shard(self, shard: str, uris: list[str], state: str) -> dict:
-        row = {"shard": shard, "listed": len(uris), "skipped": 0, "samples": "[]"}
+        row = {"shard": shard, "listed": len(uris), "skipped": 0, "samples": "[]",
+               "torch_threads": self.threads}
         kept = None
         if state == "check":  # --retry-errors: keep the part's good rows, detect its error rows again
             old = read_part(self.out, shard)

@@ -30,6 +30,7 @@ class Summary:
     candidates: list[dict] = field(default_factory=list)
     example_errors: list[str] = field(default_factory=list)
     parts: int = 0
+    threads: set[int] = field(default_factory=set)  # torch threads of the actors that detected
 
     def add(self, stats: pa.Table) -> None:
         for row in stats.to_pylist():
@@ -42,6 +43,8 @@ class Summary:
             self.failed += row["failed"]
             self.detections += row["detections"]
             self.parts += row["images"] > 0
+            if row["images"] and row.get("torch_threads"):
+                self.threads.add(row["torch_threads"])
             self.per_class.update(json.loads(row["per_class"]))
             if row["first_error"] and len(self.example_errors) < MAX_EXAMPLE_ERRORS:
                 self.example_errors.append(row["first_error"])
@@ -64,6 +67,7 @@ class Summary:
             "shards": len(self.seen),
             "parts_written": self.parts,
             "example_errors": self.example_errors,
+            "torch_threads_used": sorted(self.threads),
             "wall_seconds": round(wall, 3),
             "images_per_second": round(self.images / wall, 3) if wall > 0 else 0.0,
         }

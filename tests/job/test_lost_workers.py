@@ -1,6 +1,6 @@
-"""Losing workers loses nothing: a multi-node Ray cluster on this machine (extra raylets, as Ray's
-own tests do); mid-job, a node holding a detector actor is removed, or an actor process is killed.
-The job still ends with every image exactly once."""
+"""A multi-node Ray cluster on this machine (extra raylets, as Ray's own tests do). Losing workers
+loses nothing: mid-job, a node holding a detector actor is removed, or an actor process is killed,
+and the job still ends with every image exactly once. Detectors are sized by their node's CPUs."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def detector_processes() -> dict[int, int]:
     return found
 
 
-def start_job(c, sample_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+def start_job(c, sample_dir: Path, tmp_path: Path, workers: str = "2") -> tuple[subprocess.Popen, Path, Path]:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     sources = sorted(sample_dir.glob("*.jpg"))
@@ -59,7 +59,7 @@ def start_job(c, sample_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, Pa
         shutil.copy(sources[i % len(sources)], src / f"img_{i:03d}.jpg")
     argv = [sys.executable, "-m", "inference", "run", "--input", str(src), "--output", str(out),
             "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "0", "--batch-size", "1",
-            "--shard-size", "2", "--workers", "2", "--ray-address", c.address]
+            "--shard-size", "2", "--workers", workers, "--ray-address", c.address]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     return proc, src, out
@@ -106,6 +106,23 @@ def test_removing_a_node_with_a_detector_loses_nothing(cluster, sample_dir, tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert_every_image_once(src, out, summary)
+
+
+def test_detector_threads_are_planned_from_its_node_not_the_cluster(cluster, sample_dir, tmp_path):
+    """Two 2-CPU worker nodes are 4 CPUs in all, but a detector actor runs on one of them: it gets
+    2 torch threads, not 4 (which oversubscribed its node)."""
+    c, _ = cluster
+    proc, src, out = start_job(c, sample_dir, tmp_path, workers="auto")
+    try:
+        summary = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert summary["pool"]["max_size"] == 1  # auto: one CPU actor per 8 CPUs, at least one
+    assert summary["pool"]["torch_threads"] == 2
+    assert summary["torch_threads_used"] == [2]
     assert_every_image_once(src, out, summary)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inference.pool import WorkersError, parse_workers, plan_pool
+from inference.pool import WorkersError, parse_workers, plan_pool, threads_on_this_node
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,27 @@ def test_autoscaling_cluster_without_gpus_yet_trusts_the_request():
     assert (plan.device, plan.min_size, plan.max_size) == ("cuda", 1, 4)
     assert plan.num_cpus == 0.0  # 2 CPUs could not hold 4 one-CPU actors and a reader
     assert any("no GPU yet" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("gpus", [0, 4])
+@pytest.mark.parametrize("requested", [None, (1, 1), (2, 2), (1, 4)])
+@pytest.mark.parametrize(("cluster_cpus", "node_cpus"), [(4, 2), (16, 2), (64, 8), (6, 4), (3, 3)])
+def test_threads_never_exceed_the_largest_nodes_cpus(gpus, requested, cluster_cpus, node_cpus):
+    plan = plan_pool(requested, None, cluster_cpus, gpus, node_cpus=node_cpus)
+    assert 1 <= plan.torch_threads <= node_cpus
+    # the cap changes threads only: the pool is planned from the whole cluster as before
+    whole = plan_pool(requested, None, cluster_cpus, gpus)
+    assert (plan.min_size, plan.max_size, plan.num_cpus) == (whole.min_size, whole.max_size, whole.num_cpus)
+
+
+def test_two_2_cpu_nodes_give_a_lone_cpu_actor_2_threads_not_4():
+    assert plan_pool(None, None, 4, 0).torch_threads == 4  # one 4-CPU node
+    assert plan_pool(None, None, 4, 0, node_cpus=2).torch_threads == 2
+
+
+def test_an_actor_caps_its_threads_at_its_own_nodes_cpus(ray_runtime):
+    """On a cluster of unequal nodes the plan fits the largest: an actor on a smaller node takes
+    no more threads than its node has (here the driver's node: 2 CPUs)."""
+    assert threads_on_this_node(8) == 2
+    assert threads_on_this_node(1) == 1
+    assert threads_on_this_node(None) is None
