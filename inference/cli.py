@@ -32,7 +32,9 @@ CLI_ONLY: dict[str, dict] = {
         "metavar": "NAME", "default": None,
         "help": "read the options above from a JSON object in environment variable NAME "
                 "(how the operator passes user strings without a shell)"},
-    "-v --verbose": {"action": "store_true", "help": "debug logs and Ray Data progress bars"},
+    "-v --verbose": {"action": "store_true",
+                     "help": "Ray's own log lines (kept off the console otherwise), debug logs and Ray "
+                             "Data's progress bars"},
 }
 
 
@@ -68,13 +70,17 @@ def cmd_run(args: argparse.Namespace) -> int:
               "pip install 'detectionjob[job]'", file=sys.stderr)
         return 2
 
+    from inference.console import NativeFilter, Plain
+
     config = run_config(args)
     reporter = _progress_reporter()
+    # stderr: our lines and progress (a bar on a terminal); Ray's chatter only with -v.
+    err = Plain() if args.verbose else NativeFilter()
     # stdout is the summary's alone: Ray forwards its notices (a worker or raylet lost, a task
     # retried) to the driver's sys.stdout, up to its shutdown; they go to stderr instead.
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            summary = run(config, progress=reporter)
+            summary = run(config, progress=reporter, console=err.console)
         except JobFailed as exc:
             print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)")
             return 3
@@ -82,7 +88,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             if reporter is not None:
                 reporter.close()
             _shutdown_ray()
-    print(json.dumps(summary, indent=2, sort_keys=True))
+            err.close()
+    if sys.stdout.isatty():  # a person: a few lines; a pipe or file gets the JSON
+        from inference.console import human_summary
+
+        print(human_summary(summary))
+    else:
+        print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
 

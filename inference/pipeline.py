@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+from inference.console import Console
 from inference.listing import Unit, plan_manifest, plan_units
 from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
-from inference.summary import Summary, progress_line
+from inference.summary import Summary
 from inference.uris import Location, normalize_extensions, resolve
 from inference.writer import (
     JOB_NAME,
@@ -44,12 +45,26 @@ class JobFailed(RuntimeError):
     """The job ran to its end but its result breaks the failure policy; the message says why."""
 
 
+def _verbose() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
+
+
 def _start_ray(address: str | None) -> None:
+    """Start or join Ray. Unless ``-v``, Ray's Python loggers print errors only (no notice that
+    token authentication is on, no Ray Data plan or "execution finished" lines); their files in
+    Ray's session folder keep everything. Workers' output is still forwarded."""
     import ray
 
+    verbose = _verbose()
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, logging_level=logging.WARNING,
+        ray.init(address=address, ignore_reinit_error=True,
+                 logging_level=logging.INFO if verbose else logging.ERROR,
                  log_to_driver=True, include_dashboard=False if address is None else None)
+    import ray.data  # configures the "ray.data" logger: a console handler at INFO, a file handler
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console" and not verbose:
+            handler.setLevel(logging.ERROR)
 
 
 def _cluster_resources() -> tuple[float, float, float | None]:
@@ -95,7 +110,9 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)
+    ctx.enable_progress_bars = _verbose()
+    # Shards a listing task may run ahead of the detectors (2 objects per block: data, metadata).
+    ctx._max_num_blocks_in_streaming_gen_buffer = LIST_AHEAD
     # Every shard the listing yields is its own block, at once. Ray Data otherwise merges a read
     # task's small outputs up to 128 MiB: a whole listing would pass as one block at its end, and
     # no detector would start before it (tests/job/test_shards_job.py, the named-pipe manifest).
@@ -105,8 +122,7 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
     return (
         # List, one read task per unit: a shard of URIs flows on as soon as it is listed.
         ray.data.read_datasource(source, num_cpus=plan.reader_cpus,
-                                 override_num_blocks=max(1, len(source.units)),
-                                 ray_remote_args={"_generator_backpressure_num_objects": 2 * LIST_AHEAD})
+                                 override_num_blocks=max(1, len(source.units)))
         # One shard per call: read and decode on threads, detect on the device, write the part.
         .map_batches(
             ShardStage,
@@ -125,14 +141,17 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
 
 
 class _Reporter(threading.Thread):
-    """Polls the tally every ``interval`` s: a progress line on stderr and the progress callback."""
+    """Polls the tally: the console's progress (a bar redrawn twice a second on a terminal, else a
+    line every ``interval`` s) and the progress callback."""
 
-    def __init__(self, tally, interval: float, started: float, progress: ProgressCallback | None):
+    def __init__(self, tally, interval: float, started: float, progress: ProgressCallback | None,
+                 console: Console):
         super().__init__(name="detectionjob-progress", daemon=True)
-        self.tally, self.interval, self.started, self.progress = tally, interval, started, progress
+        self.tally, self.started, self.progress, self.console = tally, started, progress, console
+        self.interval = min(interval, 0.5) if console.tty else interval
         self.stopped = threading.Event()
 
-    def report(self) -> dict:
+    def report(self, final: bool = False) -> dict:
         import ray
 
         try:
@@ -140,7 +159,7 @@ class _Reporter(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - progress is best effort
             log.debug("progress: %s", exc)
             return {}
-        print(progress_line(snap, time.monotonic() - self.started), file=sys.stderr, flush=True)
+        self.console.progress(snap, time.monotonic() - self.started, final=final)
         if self.progress:
             total = snap["to_do"] if snap["listing_finished"] else 0
             self.progress(snap["done"], total, snap["failed"])
@@ -151,10 +170,11 @@ class _Reporter(threading.Thread):
             self.report()
 
 
-def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
+def run(config: RunConfig, progress: ProgressCallback | None = None, console: Console | None = None) -> dict:
     """Run the job; returns the summary that is also written to ``_summary.json``."""
     import ray
 
+    console = console or Console(sys.stderr)
     started, started_wall = time.monotonic(), time.time()
     config.validate()
     src, units = plan_input(config)
@@ -165,15 +185,15 @@ def run(config: RunConfig, progress: ProgressCallback | None = None) -> dict:
     _start_ray(config.ray_address)
     plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
     for note in plan.notes:
-        print(f"[detectionjob] {note}", file=sys.stderr, flush=True)
-    print(f"[detectionjob] listing {config.input or config.input_list} in {len(units)} part(s); "
-          f"{len(finished)} shards already done", file=sys.stderr, flush=True)
+        console.note(note)
+    console.note(f"listing {config.input or config.input_list} in {len(units)} part(s); "
+                 f"{len(finished)} shards already done")
     tally = ray.remote(num_cpus=0)(Tally).remote(len(units), started_wall)
     source = ShardSource(src, units, normalize_extensions(config.extensions), config.shard_size,
                          finished, config.retry_errors, config.limit, tally)
     inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
     summary = Summary(samples=config.samples, started=started)
-    reporter = _Reporter(tally, config.progress_interval, started, progress)
+    reporter = _Reporter(tally, config.progress_interval, started, progress, console)
     timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
     ray.kill(tally)
 
@@ -207,7 +227,7 @@ def _stream(dataset, summary: Summary, reporter: _Reporter) -> dict:
     finally:
         reporter.stopped.set()
         reporter.join()
-    return reporter.report()
+    return reporter.report(final=True)
 
 
 def _finish_output(dst: Location, config: RunConfig, summary: Summary) -> tuple[int, list[str]]:

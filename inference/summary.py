@@ -72,15 +72,3 @@ class Summary:
             "images_per_second": round(self.images / wall, 3) if wall > 0 else 0.0,
         }
 
-
-def progress_line(snapshot: dict, elapsed: float) -> str:
-    """One human line from a :class:`inference.shard_source.Tally` snapshot."""
-    done, total = snapshot["done"], snapshot["to_do"]
-    rate = done / elapsed if elapsed > 0 else 0.0
-    if snapshot["listing_finished"]:
-        pct = 100.0 * done / total if total else 100.0
-        where = f"{done}/{total} images ({pct:.1f}%)"
-        tail = f", ETA {(total - done) / rate:.0f}s" if rate > 0 else ""
-    else:
-        where, tail = f"{done}/{total}+ images (still listing)", ""
-    return (f"[detectionjob] {where}, {snapshot['failed']} failed, {rate:.2f} images/s{tail}")

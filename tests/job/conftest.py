@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,11 @@ def test_weights(sample_dir, tmp_path_factory) -> Path:
 def no_gpu_env(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     return os.environ
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A short private Ray temp dir (Unix socket paths are limited to 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="djray-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

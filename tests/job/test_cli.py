@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
-import pytest
-from jobtest import FAST_MODEL
-
-
-@pytest.fixture
-def ray_tmpdir():
-    """A short private Ray temp dir (Unix socket paths are limited to 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="djray-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def detectionjob(args: list[str], ray_tmpdir: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_TMPDIR": ray_tmpdir, "PYTHONWARNINGS": "ignore"}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("PYTHONUNBUFFERED", None)  # stdout to a pipe is block-buffered, as in a real job
-    return subprocess.run([sys.executable, "-m", "inference", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd, env=env)
+from jobtest import FAST_MODEL, detectionjob
 
 
 def processes_under(path: str) -> list[str]:
