@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run(config, progress=reporter, console=err.console)
         except JobFailed as exc:
             print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)")
-            return 3
+            return 1
         finally:
             if reporter is not None:
                 reporter.close()

@@ -15,6 +15,7 @@ directory at a time (:func:`iter_uris`), in a deterministic order, and the URIs 
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -30,6 +31,35 @@ from inference.options import DEFAULT_EXTENSIONS
 from inference.uris import Location, UriError, resolve
 
 MANIFEST_COLUMNS = ("uri", "source-ref", "path", "image", "image_uri", "s3_uri", "gcs_uri")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """What the listing leaves out below the input: folders named ``_*`` or ``.*`` (our own
+    ``_samples/`` and ``_attempts/``, ``.git``, dataset tools' metadata) unless ``hidden``, and the
+    folders in ``paths`` (the job's output, wherever it lies under the input: a re-run must never
+    list the results or sample PNGs of the run before). Local paths are compared resolved."""
+
+    paths: frozenset[str] = frozenset()
+    hidden: bool = False
+
+    def folder(self, path: str, local: bool) -> bool:
+        """Whether to leave out the folder (or S3 common prefix) ``path``."""
+        path = path.rstrip("/")
+        if not self.hidden and posixpath.basename(path)[:1] in ("_", "."):
+            return True
+        return bool(self.paths) and (os.path.realpath(path) if local else path) in self.paths
+
+    def key(self, prefix: str, key: str) -> bool:
+        """Whether to leave out the S3 object ``key`` listed under ``prefix`` (``bucket/...``)."""
+        folders = key[len(prefix.partition("/")[2]):].split("/")[:-1]
+        if not self.hidden and any(f[:1] in ("_", ".") for f in folders):
+            return True
+        name = f"{prefix.partition('/')[0]}/{key}"
+        return any(name.startswith(p + "/") for p in self.paths)
+
+
+NO_SKIP = Skip(hidden=True)
 
 
 @dataclass(frozen=True)
@@ -76,7 +106,7 @@ def _bucket_prefix(path: str) -> tuple[str, str]:
     return bucket, f"{key}/" if sep else ""
 
 
-def plan_units(src: Location, option: str = "--input") -> list[Unit]:
+def plan_units(src: Location, option: str = "--input", skip: Skip = NO_SKIP) -> list[Unit]:
     """Split the listing of ``src`` into units; cheap (one directory or one page of keys)."""
     info = src.fs.get_file_info(src.path)
     if info.type == pafs.FileType.File:
@@ -85,14 +115,15 @@ def plan_units(src: Location, option: str = "--input") -> list[Unit]:
         if info.type == pafs.FileType.NotFound:
             raise UriError(f"{option}: {src.path!r} does not exist")
         with os.scandir(src.path) as entries:
-            dirs = sorted(e.path for e in entries if _is_dir(e))
+            dirs = sorted(e.path for e in entries if _is_dir(e) and not skip.folder(e.path, local=True))
         return [Unit("top", src.path), *(Unit("walk", d) for d in dirs)]
     if src.scheme == "s3":
         bucket, prefix = _bucket_prefix(src.path)
         page = s3_client(src).list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=1000)
         if page.get("IsTruncated"):
             return [Unit("s3", src.path)]
-        folders = sorted(p["Prefix"][:-1] for p in page.get("CommonPrefixes", []))
+        folders = sorted(p["Prefix"][:-1] for p in page.get("CommonPrefixes", [])
+                         if not skip.folder(f"{bucket}/{p['Prefix']}", local=False))
         return [Unit("s3", src.path, delimited=True), *(Unit("s3", f"{bucket}/{f}") for f in folders)]
     return [Unit("fs", src.path)]
 
@@ -103,7 +134,8 @@ def _identity(path: str) -> tuple[int, int]:
 
 
 def _walk(path: str, suffixes: tuple[str, ...], recursive: bool,
-          ancestors: frozenset[tuple[int, int]] = frozenset()) -> Iterator[str]:
+          ancestors: frozenset[tuple[int, int]] = frozenset(), skip: Skip = NO_SKIP,
+          counts: collections.Counter | None = None) -> Iterator[str]:
     """Files under ``path`` in sorted-entry order, one directory in memory at a time. Symlinked
     folders are followed, but never into a folder being walked already (a link loop). Nothing
     vanishes: a folder that cannot be listed, or a link back into the walk, is yielded itself and
@@ -124,10 +156,12 @@ def _walk(path: str, suffixes: tuple[str, ...], recursive: bool,
     for name, is_dir in entries:
         full = os.path.join(path, name)
         if is_dir:
-            if recursive:
-                yield from _walk(full, suffixes, True, ancestors)
+            if recursive and not skip.folder(full, local=True):
+                yield from _walk(full, suffixes, True, ancestors, skip, counts)
         elif name.lower().endswith(suffixes):
             yield full
+        elif counts is not None:
+            counts["other_files"] += 1
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -137,28 +171,37 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...]) -> Iterator[str]:
+def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...], skip: Skip = NO_SKIP,
+             counts: collections.Counter | None = None) -> Iterator[str]:
     bucket, prefix = _bucket_prefix(unit.path)
     pages = s3_client(src).get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, **({"Delimiter": "/"} if unit.delimited else {}),
         PaginationConfig={"PageSize": 1000})
     for page in pages:
         for obj in page.get("Contents", []):
-            if obj["Key"].lower().endswith(suffixes) and not obj["Key"].endswith("/"):
-                yield f"s3://{bucket}/{obj['Key']}"
+            key = obj["Key"]
+            if key.endswith("/") or skip.key(f"{bucket}/{prefix}", key):
+                continue
+            if key.lower().endswith(suffixes):
+                yield f"s3://{bucket}/{key}"
+            elif counts is not None:
+                counts["other_files"] += 1
 
 
-def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...]) -> Iterator[str]:
-    """The URIs of ``unit`` as a stream, in a deterministic order."""
+def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...], skip: Skip = NO_SKIP,
+              counts: collections.Counter | None = None) -> Iterator[str]:
+    """The URIs of ``unit`` as a stream, in a deterministic order; ``counts["other_files"]`` adds
+    up the files seen without an image extension."""
     suffixes = _suffixes(extensions)
     if unit.kind == "file":
         yield src.uri(unit.path)
     elif unit.kind in ("top", "walk"):
         # The input folder is an ancestor of every unit's walk: a link back to it is a loop too.
         root = frozenset() if unit.path == src.path else frozenset({_identity(src.path)})
-        yield from _walk(unit.path, suffixes, recursive=unit.kind == "walk", ancestors=root)
+        yield from _walk(unit.path, suffixes, recursive=unit.kind == "walk", ancestors=root, skip=skip,
+                         counts=counts)
     elif unit.kind == "s3":
-        yield from _s3_keys(src, unit, suffixes)
+        yield from _s3_keys(src, unit, suffixes, skip, counts)
     elif unit.kind == "fs":
         selector = pafs.FileSelector(unit.path, recursive=True, allow_not_found=True)
         files = sorted(f.path for f in src.fs.get_file_info(selector)
@@ -170,9 +213,18 @@ def iter_uris(src: Location, unit: Unit, extensions: tuple[str, ...]) -> Iterato
         raise ValueError(f"unknown listing unit {unit.kind!r}")
 
 
-def list_images(src: Location, extensions: tuple[str, ...], option: str = "--input") -> list[str]:
+def list_images(src: Location, extensions: tuple[str, ...], option: str = "--input",
+                skip: Skip = NO_SKIP) -> list[str]:
     """Every image URI under ``src`` (small inputs and tests; the job streams :func:`iter_uris`)."""
-    return [u for unit in plan_units(src, option) for u in iter_uris(src, unit, extensions)]
+    return [u for unit in plan_units(src, option, skip) for u in iter_uris(src, unit, extensions, skip)]
+
+
+def skip_for(src: Location, out: Location | None, hidden: bool) -> Skip:
+    """The :class:`Skip` of a job reading ``src`` and writing ``out``."""
+    paths: frozenset[str] = frozenset()
+    if out is not None and out.scheme == src.scheme and (src.scheme != "s3" or out.options == src.options):
+        paths = frozenset({os.path.realpath(out.path) if out.scheme == "" else out.path.rstrip("/")})
+    return Skip(paths, hidden)
 
 
 # --- manifests -------------------------------------------------------------------------------

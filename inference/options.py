@@ -87,6 +87,13 @@ class RunConfig:
         [], "which files are images (comma-separated, case-insensitive)", metavar="LIST",
         parse=_extensions, default_text="`" + ",".join(DEFAULT_EXTENSIONS) + "`",
         crd="input.fileExtensions")
+    list_hidden: bool = option(
+        False, "also list folders named `_*` or `.*` (left out by default: job outputs such as "
+               "`_samples/`, `.git`, dataset tools' metadata). The job's own `--output` is never "
+               "listed, wherever it lies under the input", crd="input.listHidden")
+    allow_empty: bool = option(
+        False, "an input without images is a success (exit 0, one line) instead of an error "
+               "(exit 2): for incremental pipelines", crd="input.allowEmpty")
     model: str = option(
         DEFAULT_MODEL, "any torchvision detection builder (`fasterrcnn_*`, `retinanet_*`, `fcos_*`, "
                        "`ssd*`, `maskrcnn_*`, `keypointrcnn_*`)", metavar="NAME",
@@ -129,7 +136,7 @@ class RunConfig:
                                   "of one part file", metavar="N", check=_at_least(1),
                              crd="output.shardSize")
     max_failed_fraction: float = option(
-        0.1, "exit 3 (after writing every result) when more than F of the images failed; `1` never "
+        0.1, "exit 1 (after writing every result) when more than F of the images failed; `1` never "
              "fails", metavar="F", check=_within(0, 1), crd="failurePolicy.maxFailedFraction")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
     precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`",

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from inference.console import Console
-from inference.listing import Unit, plan_manifest, plan_units
+from inference.listing import Skip, Unit, plan_manifest, plan_units, skip_for
 from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
+from inference.preflight import check_output, first_image, listing_error, no_images
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
 from inference.summary import Summary
@@ -76,13 +77,35 @@ def _cluster_resources() -> tuple[float, float, float | None]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)), max(nodes, default=0) or None
 
 
-def plan_input(config: RunConfig) -> tuple[Location, list[Unit]]:
-    """The input's location and its listing units (cheap: one directory or one page of keys)."""
+def plan_input(config: RunConfig, dst: Location | None = None) -> tuple[Location, list[Unit], Skip]:
+    """The input's location, its listing units (cheap: one directory or one page of keys) and what
+    the listing leaves out (``dst``, the job's output, and hidden folders)."""
+    option = "--input-list" if config.input_list else "--input"
+    src = resolve(config.input_list or config.input, option=option)
+    skip = skip_for(src, dst, config.list_hidden)
+    try:
+        if config.input_list:
+            return src, plan_manifest(src, config.input_list_column), skip
+        return src, plan_units(src, skip=skip), skip
+    except Exception as exc:  # noqa: BLE001 - the store's answer, as the user's error
+        raise listing_error(src, option, exc) from exc
+
+
+def check_input(config: RunConfig, src: Location, units: list[Unit], skip: Skip) -> bool:
+    """Before any work: False when the input has no image and ``--allow-empty`` says that is fine;
+    :class:`NoImages` when it is not; True when there is an image (or too much to look through)."""
     if config.input_list:
-        src = resolve(config.input_list, option="--input-list")
-        return src, plan_manifest(src, config.input_list_column)
-    src = resolve(config.input, option="--input")
-    return src, plan_units(src)
+        return True
+    extensions = normalize_extensions(config.extensions)
+    try:
+        found, others = first_image(src, units, extensions, skip)
+    except Exception as exc:  # noqa: BLE001
+        raise listing_error(src, "--input", exc) from exc
+    if found is not False:
+        return True
+    if config.allow_empty:
+        return False
+    raise no_images(src, extensions, others)
 
 
 def prepare_output(dst: Location, config: RunConfig) -> frozenset[str]:
@@ -177,8 +200,12 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     console = console or Console(sys.stderr)
     started, started_wall = time.monotonic(), time.time()
     config.validate()
-    src, units = plan_input(config)
     dst = resolve(config.output, option="--output")
+    src, units, skip = plan_input(config, dst)
+    has_images = check_input(config, src, units, skip)
+    check_output(dst)
+    if not has_images:
+        return _nothing_to_do(config, src, dst, started, console)
     finished = prepare_output(dst, config)
     write_json(dst, JOB_NAME, config.settings())
 
@@ -190,7 +217,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
                  f"{len(finished)} shards already done")
     tally = ray.remote(num_cpus=0)(Tally).remote(len(units), started_wall)
     source = ShardSource(src, units, normalize_extensions(config.extensions), config.shard_size,
-                         finished, config.retry_errors, config.limit, tally)
+                         finished, config.retry_errors, config.limit, tally, skip)
     inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
     summary = Summary(samples=config.samples, started=started)
     reporter = _Reporter(tally, config.progress_interval, started, progress, console)
@@ -208,13 +235,30 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     )
     if config.samples:
         result["samples"] = samples
-    failure = failure_reason(summary, config.max_failed_fraction)
+    empty = None
+    if not summary.listed and not config.allow_empty:  # a listing too big for check_input's look
+        empty = no_images(src, normalize_extensions(config.extensions), timing.get("other_files", 0),
+                          "--input-list" if config.input_list else "--input")
+    failure = str(empty) if empty else failure_reason(summary, config.max_failed_fraction)
     result["status"] = "failed" if failure else "succeeded"
     if failure:
         result["reason"] = failure
     write_json(dst, SUMMARY_NAME, result)
+    if empty:
+        raise empty
     if failure:
         raise JobFailed(failure)
+    return result
+
+
+def _nothing_to_do(config: RunConfig, src: Location, dst: Location, started: float,
+                   console: Console) -> dict:
+    """``--allow-empty`` and no image: say so, write the summary, start nothing."""
+    console.note(f"nothing to do: no images under {src.uri(src.path)} (--allow-empty)")
+    result = Summary(started=started).as_dict()
+    result.update(input=config.input, input_list=config.input_list, output=config.output,
+                  model=config.model, status="succeeded", reason="NothingToDo")
+    write_json(dst, SUMMARY_NAME, result)
     return result
 
 

@@ -8,13 +8,14 @@ A :class:`Tally` actor counts what was listed and what was detected, for progres
 
 from __future__ import annotations
 
+import collections
 import time
 from functools import partial
 
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from inference.listing import Unit, iter_uris
+from inference.listing import NO_SKIP, Skip, Unit, iter_uris
 from inference.shards import SHARD_SCHEMA, cut, shard_id, shard_table
 from inference.uris import Location
 
@@ -32,12 +33,14 @@ class Tally:
         self.to_do = 0
         self.done = 0
         self.failed = 0
+        self.other_files = 0  # listed files without an image extension
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
         self.to_do += to_do
 
-    def unit_finished(self) -> None:
+    def unit_finished(self, other_files: int = 0) -> None:
+        self.other_files += other_files
         self.units_done += 1
         if self.units_done >= self.units:
             self.listing_finished = time.time()
@@ -53,17 +56,19 @@ class Tally:
             return None if t is None else round(t - self.started, 3)
 
         return {"listed": self.listed, "to_do": self.to_do, "done": self.done, "failed": self.failed,
+                "other_files": self.other_files,
                 "listing_finished": self.units_done >= self.units,
                 "listing_seconds": since(self.listing_finished),
                 "first_result_seconds": since(self.first_result)}
 
 
 def _read(src: Location, units: list[Unit], extensions: tuple[str, ...], shard_size: int,
-          finished: frozenset[str], retry_errors: bool, limit: int | None, tally):
+          finished: frozenset[str], retry_errors: bool, limit: int | None, tally, skip: Skip = NO_SKIP):
     """Shards of ``units`` in order; with a ``limit``, stop after that many images to do."""
     left = limit
     for unit in units:
-        for uris in cut(iter_uris(src, unit, extensions), shard_size):
+        counts: collections.Counter = collections.Counter()
+        for uris in cut(iter_uris(src, unit, extensions, skip, counts), shard_size):
             if left is not None and left <= 0:
                 break
             sid = shard_id(uris)
@@ -77,7 +82,7 @@ def _read(src: Location, units: list[Unit], extensions: tuple[str, ...], shard_s
                 tally.add_listed.remote(len(uris), len(uris) if state != "done" else 0)
             yield shard_table([(sid, uris, state)])
         if tally is not None:
-            tally.unit_finished.remote()
+            tally.unit_finished.remote(counts["other_files"])
         if left is not None and left <= 0:
             break
 
@@ -87,10 +92,10 @@ class ShardSource(Datasource):
 
     def __init__(self, src: Location, units: list[Unit], extensions: tuple[str, ...], shard_size: int,
                  finished: frozenset[str] = frozenset(), retry_errors: bool = False,
-                 limit: int | None = None, tally=None) -> None:
+                 limit: int | None = None, tally=None, skip: Skip = NO_SKIP) -> None:
         self.src, self.units, self.extensions = src, units, extensions
         self.shard_size, self.finished, self.retry_errors = shard_size, finished, retry_errors
-        self.limit, self.tally = limit, tally
+        self.limit, self.tally, self.skip = limit, tally, skip
 
     def get_name(self) -> str:
         return "ListImages"
@@ -104,7 +109,7 @@ class ShardSource(Datasource):
         groups = [self.units] if self.limit is not None else [[u] for u in self.units]
         return [
             ReadTask(partial(_read, self.src, group, self.extensions, self.shard_size, self.finished,
-                             self.retry_errors, self.limit, self.tally),
+                             self.retry_errors, self.limit, self.tally, self.skip),
                      BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None), schema=SHARD_SCHEMA)
             for group in groups
         ]

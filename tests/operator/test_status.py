@@ -46,7 +46,7 @@ def test_kuberay_reason_and_message_win():
 
 
 def test_a_failed_job_says_its_own_verdict_not_its_whole_log():
-    log = ("Job entrypoint command failed with exit code 3, last available logs (truncated to 20,000 "
+    log = ("Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 "
            "chars):\nRunning entrypoint for job j: python -m inference run --args-json-env X\n"
            "[detectionjob] 16/16 images (100.0%), 4 failed\n"
            "detectionjob run: failed: 4 of 16 images failed (25.0%), more than --max-failed-fraction "
