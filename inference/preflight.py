@@ -9,6 +9,7 @@ import re
 import uuid
 
 from inference.listing import Skip, Unit, iter_uris
+from inference.reasons import PHRASES
 from inference.uris import Location, UriError
 
 # Files looked at for a first image before the job starts (about one page of S3 keys): past that,
@@ -47,19 +48,20 @@ def check_output(dst: Location, option: str = "--output") -> None:
         with dst.fs.open_output_stream(marker) as sink:
             sink.write(b"detectionjob write check\n")
     except Exception as exc:  # noqa: BLE001 - whatever the store says, the user gets it in one line
-        raise UriError(f"{option}: {dst.uri(dst.path)}: not writable: {store_answer(exc)}") from None
+        raise UriError(f"{option}: {dst.uri(dst.path)}{PHRASES['OutputNotWritable']}{store_answer(exc)}") \
+            from None
     try:
         dst.fs.delete_file(marker)
     except Exception as exc:  # noqa: BLE001
-        raise UriError(f"{option}: {dst.uri(dst.path)}: a file could be written but not deleted "
-                       f"({dst.uri(marker)}): {store_answer(exc)}") from None
+        raise UriError(f"{option}: {dst.uri(dst.path)}{PHRASES['OutputNotWritable']}a file could be "
+                       f"written but not deleted ({dst.uri(marker)}): {store_answer(exc)}") from None
 
 
 def listing_error(src: Location, option: str, exc: BaseException) -> UriError:
     """A failure to list ``src`` as the user's error, naming the option and the store's answer."""
     if isinstance(exc, UriError):
         return exc
-    return UriError(f"{option}: {src.uri(src.path)}: cannot be listed: {store_answer(exc)}")
+    return UriError(f"{option}: {src.uri(src.path)}{PHRASES['InputNotReadable']}{store_answer(exc)}")
 
 
 def first_image(src: Location, units: list[Unit], extensions: tuple[str, ...], skip: Skip,
@@ -79,6 +81,6 @@ def no_images(src: Location, extensions: tuple[str, ...], other_files: int,
               option: str = "--input") -> NoImages:
     seen = (f"{other_files} file{'s' if other_files != 1 else ''}, none with an image extension"
             if other_files else "no files at all")
-    return NoImages(f"{option}: no images under {src.uri(src.path)} matching {', '.join(extensions)} "
+    return NoImages(f"{option}{PHRASES['NoImages']}{src.uri(src.path)} matching {', '.join(extensions)} "
                     f"({seen}; folders named _* or .* are not listed unless --list-hidden). "
                     "--allow-empty makes this a success")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from inference.reasons import reason_of
+
 PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Succeeded", "Failed", "Suspended")
 PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
@@ -79,13 +81,14 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
         if job == "SUCCEEDED":
             return Observation(SUCCEEDED, "JobSucceeded", "the Ray job succeeded")
         ended = f"the Ray job ended {job or 'without status'}"
-        return Observation(FAILED, f"Job{job.title() or 'Failed'}",
-                           job_message(status.get("message")) or ended)
+        message = job_message(status.get("message")) or ended
+        return Observation(FAILED, reason_of(message) or f"Job{job.title() or 'Failed'}", message)
     if deployment in ("Failed", "ValidationFailed"):
-        reason = status.get("reason") or ("ValidationFailed" if deployment == "ValidationFailed"
-                                          else "RayJobFailed")
         message = (job_message(status.get("message"))
                    or f"RayJob {name} failed (Ray job {job or 'not started'})")
+        # The job's own reason (NoImages, OutputNotWritable, ...) is more precise than KubeRay's.
+        reason = reason_of(message) or status.get("reason") or (
+            "ValidationFailed" if deployment == "ValidationFailed" else "RayJobFailed")
         return Observation(FAILED, reason, message)
     if deployment == "Running":
         if job == "RUNNING":

@@ -216,3 +216,26 @@ def test_a_container_that_cannot_start_wins_over_an_unschedulable_pod():
     obs = st.pod_problem(pods)
     assert (obs.reason, obs.message) == (
         "ImagePullBackOff", 'pod job-b-head, container ray-worker: Back-off pulling image "x"')
+
+
+@pytest.mark.parametrize(("reason", "verdict"), [
+    ("NoImages", "detectionjob run: error: --input: no images under s3://imgs/typo matching jpg, png "
+                 "(no files at all; folders named _* or .* are not listed unless --list-hidden). "
+                 "--allow-empty makes this a success"),
+    ("OutputNotWritable", "detectionjob run: error: --output: s3://results/x: not writable: AWS Error "
+                          "ACCESS_DENIED during PutObject operation: Access Denied"),
+    ("InputNotReadable", "detectionjob run: error: --input: s3://imgs/in: cannot be listed: AWS Error "
+                         "NO_SUCH_BUCKET during ListObjectsV2 operation"),
+])
+def test_a_job_that_cannot_start_work_says_why_as_the_reason(reason, verdict):
+    """The job's own one-line error (built from inference.reasons, like this expectation) becomes
+    the DetectionJob's reason and message, whichever way KubeRay reports the failure."""
+    from inference.reasons import PHRASES
+
+    assert PHRASES[reason] in verdict
+    log = (f"Job entrypoint command failed with exit code 2, last available logs (truncated to 20,000 "
+           f"chars):\nRunning entrypoint for job j: python -m inference run --args-json-env X\n{verdict}\n")
+    for deployment, job in (("Failed", "FAILED"), ("Complete", "FAILED")):
+        obs = st.observe(rayjob(deployment, job, reason="AppFailed", message=log),
+                         user_suspend=False, queue=None)
+        assert (obs.phase, obs.reason, obs.message) == ("Failed", reason, verdict)

@@ -1,0 +1,20 @@
+"""Why a run stopped before any work, as words in its one-line error and as a Kubernetes reason.
+
+The job builds its messages from these phrases (:mod:`inference.preflight`); the operator finds
+them in a failed job's verdict line and sets the DetectionJob's reason. No dependencies: the
+operator imports this module without the job's.
+"""
+
+from __future__ import annotations
+
+# reason -> the phrase its message carries
+PHRASES: dict[str, str] = {
+    "NoImages": ": no images under ",
+    "OutputNotWritable": ": not writable: ",
+    "InputNotReadable": ": cannot be listed: ",
+}
+
+
+def reason_of(message: str) -> str | None:
+    """The reason whose phrase ``message`` carries, or None."""
+    return next((reason for reason, phrase in PHRASES.items() if phrase in message), None)
