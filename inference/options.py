@@ -138,6 +138,12 @@ class RunConfig:
     max_failed_fraction: float = option(
         0.1, "exit 1 (after writing every result) when more than F of the images failed; `1` never "
              "fails", metavar="F", check=_within(0, 1), crd="failurePolicy.maxFailedFraction")
+    batch_timeout: float | None = option(
+        None, "a detector batch (read, decode, detect of `--batch-size` images) taking longer than S "
+              "seconds counts as stalled: its process is stopped, Ray restarts it and the shard is "
+              "tried again; an image that stalls twice alone becomes an error row. `0` turns this off",
+        metavar="S", default_text="max(10 × p95 of the batch times, 120 s); a detector's first batch "
+                                  "max(3 × that, 600 s)", check=_at_least(0), crd="batchTimeoutSeconds")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
     precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`",
                             metavar="P", check=lambda v: None if v in PRECISIONS else

@@ -19,6 +19,7 @@ from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
 from inference.summary import Summary
 from inference.uris import Location, normalize_extensions, resolve
+from inference.watchdog import Watchdog
 from inference.writer import (
     JOB_NAME,
     SAMPLES_DIR,
@@ -168,9 +169,10 @@ class _Reporter(threading.Thread):
     line every ``interval`` s) and the progress callback."""
 
     def __init__(self, tally, interval: float, started: float, progress: ProgressCallback | None,
-                 console: Console):
+                 console: Console, watchdog: Watchdog | None = None):
         super().__init__(name="detectionjob-progress", daemon=True)
         self.tally, self.started, self.progress, self.console = tally, started, progress, console
+        self.watchdog = watchdog
         self.interval = min(interval, 0.5) if console.tty else interval
         self.stopped = threading.Event()
 
@@ -182,6 +184,12 @@ class _Reporter(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - progress is best effort
             log.debug("progress: %s", exc)
             return {}
+        if self.watchdog is not None:
+            try:
+                for line in self.watchdog.check(snap, final):
+                    self.console.note(line)
+            except Exception as exc:  # noqa: BLE001 - the watchdog must never end the job itself
+                log.warning("stall watchdog: %s", exc)
         self.console.progress(snap, time.monotonic() - self.started, final=final)
         if self.progress:
             total = snap["to_do"] if snap["listing_finished"] else 0
@@ -220,7 +228,8 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
                          finished, config.retry_errors, config.limit, tally, skip)
     inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
     summary = Summary(samples=config.samples, started=started)
-    reporter = _Reporter(tally, config.progress_interval, started, progress, console)
+    watchdog = Watchdog(tally, dst, config.batch_timeout)
+    reporter = _Reporter(tally, config.progress_interval, started, progress, console, watchdog)
     timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
     ray.kill(tally)
 
@@ -229,7 +238,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     result.update(
         input=config.input, input_list=config.input_list, output=config.output, model=config.model,
         weights=config.weights, score_threshold=config.score_threshold, shard_size=config.shard_size,
-        listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale,
+        listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale, stalls=watchdog.stalls,
         listing_seconds=timing.get("listing_seconds"),
         first_result_seconds=timing.get("first_result_seconds"),
     )

@@ -34,6 +34,12 @@ class Tally:
         self.done = 0
         self.failed = 0
         self.other_files = 0  # listed files without an image extension
+        # Batches in progress (detector -> what and since when) and recent batch times, for the
+        # stall watchdog (inference.watchdog).
+        self.running: dict[str, dict] = {}
+        self.seasoned: set[str] = set()  # detectors that have finished a batch
+        self.durations: collections.deque = collections.deque(maxlen=2000)
+        self.batches_since_stall = 0
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
@@ -51,12 +57,43 @@ class Tally:
         self.done += images
         self.failed += failed
 
+    def batch_started(self, detector: str, node: str, pid: int, shard: str, uri: str) -> None:
+        self.running[detector] = {"node": node, "pid": pid, "shard": shard, "uri": uri,
+                                  "since": time.time(), "first": detector not in self.seasoned}
+
+    def batch_finished(self, detector: str) -> None:
+        batch = self.running.pop(detector, None)
+        if batch is not None:
+            self.durations.append(time.time() - batch["since"])
+            self.seasoned.add(detector)
+            self.batches_since_stall += 1
+
+    def take_stalled(self, bound: float, first_bound: float) -> list[dict]:
+        """The batches running past their bound, each handed out once (then forgotten: its
+        detector is about to be stopped, and a restarted one reports afresh)."""
+        now, stalled = time.time(), []
+        for detector, batch in list(self.running.items()):
+            limit = first_bound if batch["first"] else bound
+            if now - batch["since"] > limit:
+                stalled.append({**batch, "seconds": now - batch["since"], "bound": limit})
+                del self.running[detector]
+        if stalled:
+            self.batches_since_stall = 0
+        return stalled
+
+    def _p95(self) -> float | None:
+        if not self.durations:
+            return None
+        ordered = sorted(self.durations)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
     def snapshot(self) -> dict:
         def since(t: float | None) -> float | None:
             return None if t is None else round(t - self.started, 3)
 
         return {"listed": self.listed, "to_do": self.to_do, "done": self.done, "failed": self.failed,
-                "other_files": self.other_files,
+                "other_files": self.other_files, "batch_p95": self._p95(),
+                "batches_since_stall": self.batches_since_stall,
                 "listing_finished": self.units_done >= self.units,
                 "listing_seconds": since(self.listing_finished),
                 "first_result_seconds": since(self.first_result)}

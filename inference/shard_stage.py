@@ -41,7 +41,9 @@ STATS_SCHEMA = pa.schema([
     pa.field("samples", pa.string()),  # JSON [row, ...]
     pa.field("first_error", pa.string()),
     pa.field("torch_threads", pa.int64()),  # the detector's, on the node it ran on
+    pa.field("timed_out", pa.int64()),  # error rows of images that stalled MAX_DEATHS times
 ])
+TIMED_OUT = "TimedOut: "
 
 
 def shard_stats(table: pa.Table) -> dict:
@@ -51,8 +53,20 @@ def shard_stats(table: pa.Table) -> dict:
     if len(names):
         per_class = {v["values"]: v["counts"] for v in pc.value_counts(names).to_pylist()}
     errors = table.column("error").drop_null()
+    timed_out = pc.sum(pc.starts_with(errors, TIMED_OUT)).as_py() or 0 if len(errors) else 0
     return {"images": table.num_rows, "failed": len(errors), "detections": len(names),
-            "per_class": json.dumps(per_class), "first_error": errors[0].as_py() if len(errors) else None}
+            "per_class": json.dumps(per_class), "first_error": errors[0].as_py() if len(errors) else None,
+            "timed_out": timed_out}
+
+
+def _gave_up(uri: str, deaths: int, marker: dict) -> str:
+    """The error row of an image that its worker never got past ``deaths`` times."""
+    bound = marker.get("stalled", {}).get(uri)
+    if bound is not None:
+        return (f"{TIMED_OUT}no result within {bound:.0f} s, {deaths} attempts (its detector was stopped "
+                "and restarted each time: a file that hangs the reader or the decoder, or a stuck device)")
+    return (f"WorkerDied: the worker died {deaths} times while reading or detecting this image "
+            "(a file that crashes the decoder, or needs more memory than the worker has)")
 
 
 class ShardStage:
@@ -69,6 +83,23 @@ class ShardStage:
         self.out, self.inputs = out, dict(inputs)
         self.batch_size, self.samples, self.tally = batch_size, samples, tally
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
+        self.me = self.node = ""
+        if tally is not None:
+            import os
+
+            import ray
+
+            self.node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+            self.pid, self.me = pid, f"{self.node[:12]}:{pid}"
+
+    def _batch(self, shard: str, uri: str) -> None:
+        """Tell the tally a mini-batch starts (the stall watchdog's clock; inference.watchdog)."""
+        if self.tally is not None:
+            self.tally.batch_started.remote(self.me, self.node, self.pid, shard, uri)
+
+    def _batch_done(self) -> None:
+        if self.tally is not None:
+            self.tally.batch_finished.remote(self.me)
 
     def _locate(self, uri: str):
         loc, path = sources_for(uri, self.inputs)
@@ -83,13 +114,14 @@ class ShardStage:
         for uri in uris:
             deaths = marker["deaths"].get(uri, 0)
             if deaths >= MAX_DEATHS:
-                loaded = {"path": [uri], "image": [EMPTY_IMAGE], "width": [0], "height": [0], "error": [
-                    f"WorkerDied: the worker died {deaths} times while reading or detecting this image "
-                    "(a file that crashes the decoder, or needs more memory than the worker has)"]}
-            else:
-                write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", {**marker, "current": uri})
-                loaded = load_uris([uri], self._locate)
-            tables.append(self._detected(loaded))
+                loaded = {"path": [uri], "image": [EMPTY_IMAGE], "width": [0], "height": [0],
+                          "error": [_gave_up(uri, deaths, marker)]}
+                tables.append(self._detected(loaded))
+                continue
+            write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", {**marker, "current": uri})
+            self._batch(shard, uri)
+            tables.append(self._detected(load_uris([uri], self._locate)))
+            self._batch_done()
         return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
 
     def _detected(self, loaded: dict) -> pa.Table:
@@ -98,7 +130,7 @@ class ShardStage:
             self.tally.add_done.remote(table.num_rows, len(table.column("error").drop_null()))
         return table
 
-    def detect(self, uris: list[str]) -> pa.Table:
+    def detect(self, shard: str, uris: list[str]) -> pa.Table:
         """Rows for ``uris``; the next mini-batch is read and decoded while this one is detected."""
         from inference.decode import load_uris
         from inference.output_schema import OUTPUT_SCHEMA
@@ -107,10 +139,12 @@ class ShardStage:
         tables = []
         pending = self.ahead.submit(load_uris, batches[0], self._locate) if batches else None
         for i in range(len(batches)):
+            self._batch(shard, batches[i][0])
             loaded = pending.result()
             if i + 1 < len(batches):
                 pending = self.ahead.submit(load_uris, batches[i + 1], self._locate)
             tables.append(self._detected(loaded))
+            self._batch_done()
         return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
 
     def run_shard(self, shard: str, uris: list[str], state: str) -> dict:
@@ -128,16 +162,17 @@ class ShardStage:
                 row["skipped"] = kept.num_rows
         if state == "done":
             return {**row, "skipped": len(uris), "images": 0, "failed": 0, "detections": 0,
-                    "per_class": "{}", "first_error": None}
+                    "per_class": "{}", "first_error": None, "timed_out": 0}
         marker = read_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json") or {"attempt": 0, "deaths": {}}
         if marker.get("current"):  # the worker died on this image last time
             marker["deaths"][marker["current"]] = marker["deaths"].get(marker["current"], 0) + 1
-        marker = {"attempt": marker["attempt"] + 1, "deaths": marker["deaths"]}
+        marker = {"attempt": marker["attempt"] + 1, "deaths": marker["deaths"],
+                  "stalled": marker.get("stalled", {})}
         write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", marker)
         # A worker died on this shard twice: a lost node is common (spot instances), so the first
         # retry goes at full speed; after that, one image at a time to find the file that kills.
         careful = marker["attempt"] > CAREFUL_AFTER
-        fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(uris)
+        fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(shard, uris)
         write_part(self.out, shard, pa.concat_tables([kept, fresh]) if kept is not None else fresh)
         clear_attempt(self.out, shard)
         row.update(shard_stats(fresh))

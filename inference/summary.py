@@ -30,6 +30,7 @@ class Summary:
     candidates: list[dict] = field(default_factory=list)
     example_errors: list[str] = field(default_factory=list)
     parts: int = 0
+    timed_out: int = 0
     threads: set[int] = field(default_factory=set)  # torch threads of the actors that detected
 
     def add(self, stats: pa.Table) -> None:
@@ -43,6 +44,7 @@ class Summary:
             self.failed += row["failed"]
             self.detections += row["detections"]
             self.parts += row["images"] > 0
+            self.timed_out += row.get("timed_out") or 0
             if row["images"] and row.get("torch_threads"):
                 self.threads.add(row["torch_threads"])
             self.per_class.update(json.loads(row["per_class"]))
@@ -67,6 +69,7 @@ class Summary:
             "shards": len(self.seen),
             "parts_written": self.parts,
             "example_errors": self.example_errors,
+            "timed_out_images": self.timed_out,
             "torch_threads_used": sorted(self.threads),
             "wall_seconds": round(wall, 3),
             "images_per_second": round(self.images / wall, 3) if wall > 0 else 0.0,

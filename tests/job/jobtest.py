@@ -21,3 +21,19 @@ def detectionjob(args: list[str], ray_tmpdir: str, cwd: Path,
     full.pop("PYTHONUNBUFFERED", None)  # stdout to a pipe is block-buffered, as in a real job
     return subprocess.run([sys.executable, "-m", "inference", *args], capture_output=True, text=True,
                           timeout=600, cwd=cwd, env=full)
+
+
+def detector_processes() -> dict[int, int]:
+    """This machine's detector actor processes (Ray titles them after the stage): pid -> parent."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if cmd.startswith("ray::") and "ShardStage" in cmd:
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from jobtest import FAST_MODEL
+from jobtest import FAST_MODEL, detector_processes
 
 IMAGES = 24
 
@@ -33,22 +33,6 @@ def cluster() -> Iterator:
         yield c, workers
     finally:
         c.shutdown()
-
-
-def detector_processes() -> dict[int, int]:
-    """This machine's detector actor processes (Ray titles them after the stage): pid -> parent."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if cmd.startswith("ray::") and "ShardStage" in cmd:
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
 
 
 def start_job(c, sample_dir: Path, tmp_path: Path, workers: str = "2") -> tuple[subprocess.Popen, Path, Path]:
