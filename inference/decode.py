@@ -69,10 +69,14 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     """The file's bytes. A local folder (the listing yields one it could not list or follow) raises
-    an error that says why it gave no images."""
-    if isinstance(fs, pafs.LocalFileSystem) and os.path.isdir(path):
-        raise _folder_error(path)
-    with fs.open_input_stream(path) as f:
+    an error that says why it gave no images (looked into only when the open fails)."""
+    try:
+        stream = fs.open_input_stream(path)
+    except OSError:
+        if isinstance(fs, pafs.LocalFileSystem) and os.path.isdir(path):
+            raise _folder_error(path) from None
+        raise
+    with stream as f:
         return f.read()
 
 

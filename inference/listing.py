@@ -50,13 +50,12 @@ class Skip:
             return True
         return bool(self.paths) and (os.path.realpath(path) if local else path) in self.paths
 
-    def key(self, prefix: str, key: str) -> bool:
-        """Whether to leave out the S3 object ``key`` listed under ``prefix`` (``bucket/...``)."""
-        folders = key[len(prefix.partition("/")[2]):].split("/")[:-1]
+    def key(self, bucket: str, prefix: str, key: str) -> bool:
+        """Whether to leave out the S3 object ``key`` of ``bucket`` listed under key ``prefix``."""
+        folders = key[len(prefix):].split("/")[:-1]
         if not self.hidden and any(f[:1] in ("_", ".") for f in folders):
             return True
-        name = f"{prefix.partition('/')[0]}/{key}"
-        return any(name.startswith(p + "/") for p in self.paths)
+        return any(f"{bucket}/{key}".startswith(p + "/") for p in self.paths)
 
 
 NO_SKIP = Skip(hidden=True)
@@ -180,7 +179,7 @@ def _s3_keys(src: Location, unit: Unit, suffixes: tuple[str, ...], skip: Skip = 
     for page in pages:
         for obj in page.get("Contents", []):
             key = obj["Key"]
-            if key.endswith("/") or skip.key(f"{bucket}/{prefix}", key):
+            if key.endswith("/") or skip.key(bucket, prefix, key):
                 continue
             if key.lower().endswith(suffixes):
                 yield f"s3://{bucket}/{key}"

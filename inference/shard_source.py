@@ -34,10 +34,10 @@ class Tally:
         self.done = 0
         self.failed = 0
         self.other_files = 0  # listed files without an image extension
-        # Batches in progress (detector -> what and since when) and recent batch times, for the
-        # stall watchdog (inference.watchdog).
-        self.running: dict[str, dict] = {}
-        self.seasoned: set[str] = set()  # detectors that have finished a batch
+        # Batches in progress ((node id, pid) of the detector -> what and since when) and recent
+        # batch times, for the stall watchdog (inference.watchdog).
+        self.running: dict[tuple[str, int], dict] = {}
+        self.seasoned: set[tuple[str, int]] = set()  # detectors that have finished a batch
         self.durations: collections.deque = collections.deque(maxlen=2000)
         self.batches_since_stall = 0
 
@@ -57,11 +57,13 @@ class Tally:
         self.done += images
         self.failed += failed
 
-    def batch_started(self, detector: str, node: str, pid: int, shard: str, uri: str) -> None:
+    def batch_started(self, node: str, pid: int, shard: str, uri: str) -> None:
+        detector = (node, pid)
         self.running[detector] = {"node": node, "pid": pid, "shard": shard, "uri": uri,
                                   "since": time.time(), "first": detector not in self.seasoned}
 
-    def batch_finished(self, detector: str) -> None:
+    def batch_finished(self, node: str, pid: int) -> None:
+        detector = (node, pid)
         batch = self.running.pop(detector, None)
         if batch is not None:
             self.durations.append(time.time() - batch["since"])

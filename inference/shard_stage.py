@@ -83,23 +83,22 @@ class ShardStage:
         self.out, self.inputs = out, dict(inputs)
         self.batch_size, self.samples, self.tally = batch_size, samples, tally
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
-        self.me = self.node = ""
+        self.where: tuple[str, int] | None = None  # this detector's (node id, pid), for the tally
         if tally is not None:
             import os
 
             import ray
 
-            self.node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
-            self.pid, self.me = pid, f"{self.node[:12]}:{pid}"
+            self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
 
     def _batch(self, shard: str, uri: str) -> None:
         """Tell the tally a mini-batch starts (the stall watchdog's clock; inference.watchdog)."""
         if self.tally is not None:
-            self.tally.batch_started.remote(self.me, self.node, self.pid, shard, uri)
+            self.tally.batch_started.remote(*self.where, shard, uri)
 
     def _batch_done(self) -> None:
         if self.tally is not None:
-            self.tally.batch_finished.remote(self.me)
+            self.tally.batch_finished.remote(*self.where)
 
     def _locate(self, uri: str):
         loc, path = sources_for(uri, self.inputs)

@@ -34,17 +34,17 @@ def test_bounds():
 
 def test_the_tally_hands_out_each_stalled_batch_once():
     tally = Tally(1)
-    tally.batch_started("a", "node-a", 11, "s1", "/x/1.jpg")
-    tally.batch_finished("a")
-    tally.batch_started("a", "node-a", 11, "s1", "/x/2.jpg")  # a seasoned detector
-    tally.batch_started("b", "node-b", 22, "s2", "/x/3.jpg")  # its first batch
+    tally.batch_started("node-a", 11, "s1", "/x/1.jpg")
+    tally.batch_finished("node-a", 11)
+    tally.batch_started("node-a", 11, "s1", "/x/2.jpg")  # a seasoned detector
+    tally.batch_started("node-b", 22, "s2", "/x/3.jpg")  # its first batch
     assert tally.take_stalled(100, 500) == []
     for batch in tally.running.values():
         batch["since"] -= 200  # 200 s ago
     stalled = tally.take_stalled(100, 500)
     assert [(s["pid"], s["uri"], s["bound"]) for s in stalled] == [(11, "/x/2.jpg", 100)]
     assert tally.take_stalled(100, 500) == []  # once
-    tally.running["b"]["since"] -= 400
+    tally.running[("node-b", 22)]["since"] -= 400
     assert [s["pid"] for s in tally.take_stalled(100, 500)] == [22]
     assert tally.snapshot()["batches_since_stall"] == 0
     assert tally.snapshot()["batch_p95"] is not None
