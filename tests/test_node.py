@@ -214,10 +214,14 @@ def test_a_rebuilt_image_imports_only_its_new_layers(cluster: Cluster, tmp_path:
     """An image that shares its base layer with an imported one goes in as its new layers only,
     and still runs once the first image is removed (the shared layer stays in the store)."""
     node = cluster.node
+    # The node's content store outlives test runs (its root is cached), and removing an image
+    # frees its blobs only at containerd's next collection: a new layer unique to this run is
+    # one the store cannot already hold.
+    marker = unique("layer")
     first = build_c_image(PROBE_C, "detectionjob.local/probe:base", tmp_path / "a", name="probe")
     second = write_scratch_image(tmp_path / "b.tar", "detectionjob.local/probe:rebuilt",
                                  {"probe": tmp_path / "a" / "probe"}, ["/probe"],
-                                 more_layers=[{"rebuilt.txt": b"the new layer\n"}])
+                                 more_layers=[{"rebuilt.txt": f"the new layer {marker}\n".encode()}])
     base_layer, new_layer = image_config(second)["rootfs"]["diff_ids"]
     assert image_config(first)["rootfs"]["diff_ids"] == [base_layer]
     assert node.import_image(first) == ["detectionjob.local/probe:base"]

@@ -23,17 +23,40 @@ def detectionjob(args: list[str], ray_tmpdir: str, cwd: Path,
                           timeout=600, cwd=cwd, env=full)
 
 
-def detector_processes() -> dict[int, int]:
-    """This machine's detector actor processes (Ray titles them after the stage): pid -> parent."""
-    found = {}
+def _parents() -> dict[int, int]:
+    """Every live process on this machine: pid -> parent pid."""
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+    return parents
+
+
+def descendants(root: int) -> set[int]:
+    """Processes under ``root``, at any depth."""
+    parents = _parents()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def detector_processes(under: int) -> dict[int, int]:
+    """Detector actor processes (Ray titles them after the stage) under process ``under``: pid ->
+    parent. Only a test's own: the end-to-end run beside this one has detectors on this machine
+    too (in its Pods), and so may another test's Ray."""
+    mine = descendants(under)
+    found = {}
+    for pid in mine:
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:  # gone meanwhile
             continue
         if cmd.startswith("ray::") and "ShardStage" in cmd:
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            found[pid] = int(stat.rsplit(")", 1)[1].split()[1])
     return found

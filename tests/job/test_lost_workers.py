@@ -81,7 +81,7 @@ def test_removing_a_node_with_a_detector_loses_nothing(cluster, sample_dir, tmp_
     try:
         wait_for_parts(proc, out, 2)
         raylets = {w.all_processes["raylet"][0].process.pid: w for w in workers}
-        holding = set(detector_processes().values()) & set(raylets)
+        holding = set(detector_processes(os.getpid()).values()) & set(raylets)
         assert holding, "no detector actor found under a worker node's raylet"
         victim = raylets[sorted(holding)[0]]
         c.remove_node(victim, allow_graceful=False)
@@ -115,7 +115,7 @@ def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
     proc, src, out = start_job(c, sample_dir, tmp_path)
     try:
         wait_for_parts(proc, out, 2)
-        victims = sorted(detector_processes())
+        victims = sorted(detector_processes(os.getpid()))
         assert victims, "no detector actor process found"
         os.kill(victims[0], signal.SIGKILL)
         summary = finish(proc)
@@ -156,7 +156,7 @@ def test_a_file_that_keeps_killing_its_worker_becomes_an_error_row(ray_runtime, 
                 whole = state["attempt"] <= CAREFUL_AFTER  # attempts at full speed die mid-shard
                 if state["attempt"] in killed_attempts or not (whole or state.get("current") == str(poison)):
                     continue
-                for pid in detector_processes():
+                for pid in detector_processes(os.getpid()):
                     os.kill(pid, signal.SIGKILL)
                 killed_attempts.add(state["attempt"])
                 kills.append(f"attempt {state['attempt']}: {state.get('current')}")

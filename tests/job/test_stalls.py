@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from jobtest import FAST_MODEL, detector_processes
+from jobtest import FAST_MODEL, descendants, detector_processes
 
 from inference.shard_source import Tally
 from inference.watchdog import bounds
@@ -50,22 +50,6 @@ def test_the_tally_hands_out_each_stalled_batch_once():
     assert tally.snapshot()["batch_p95"] is not None
 
 
-def descendants(root: int) -> set[int]:
-    """Processes under ``root`` (this job's driver started its own Ray: every detector is one)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("RAY_ADDRESS", None)
@@ -88,6 +72,7 @@ def with_signal(pid: int, sig: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_a_stopped_detector_is_found_restarted_and_nothing_is_lost(sample_dir, tmp_path):
     """SIGSTOP the only detector mid-job, default settings: the job ends 0 a few minutes later."""
     src, out = tmp_path / "in", tmp_path / "out"
@@ -103,7 +88,7 @@ def test_a_stopped_detector_is_found_restarted_and_nothing_is_lost(sample_dir, t
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no parts after 300 s"
             time.sleep(0.2)
-        mine = sorted(set(detector_processes()) & descendants(proc.pid))
+        mine = sorted(detector_processes(proc.pid))
         assert len(mine) == 1, mine
         os.kill(mine[0], signal.SIGSTOP)
         stopped = time.monotonic()
@@ -123,6 +108,7 @@ def test_a_stopped_detector_is_found_restarted_and_nothing_is_lost(sample_dir, t
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_a_file_whose_read_never_returns_becomes_an_error_row(sample_dir, tmp_path):
     """A named pipe that nobody writes: opening it blocks for ever, as a read from a hung network
     filesystem does. It stalls its batch, then (one image at a time) itself, and becomes a row."""
