@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             summary = run(config, progress=reporter, console=err.console)
         except JobFailed as exc:
-            print(f"detectionjob run: failed: {exc} (every result is written; see _summary.json)")
+            written = "every result is written" if exc.complete else "the shards finished before are written"
+            print(f"detectionjob run: failed: {exc} ({written}; see _summary.json)")
             return 1
         finally:
             if reporter is not None:

@@ -13,6 +13,9 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
+from inference.store import check as check_store
+from inference.store import is_network
+
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 # Refuse decompression bombs (and say so in the row) instead of allocating gigabytes.
 MAX_PIXELS = 178_956_970
@@ -103,10 +106,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def load_one(fs: pafs.FileSystem, path: str) -> tuple[np.ndarray, str | None]:
-    """``(image, None)``, or ``(EMPTY_IMAGE, error message)`` for a file that cannot be used."""
+    """``(image, None)``, or ``(EMPTY_IMAGE, error message)`` for a file that cannot be used;
+    :class:`inference.store.StoreDown` when its store does not answer at all."""
     try:
         return decode_image(read_bytes(fs, path)), None
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an error row
+    except Exception as exc:  # noqa: BLE001 - every failure of the file becomes an error row
+        check_store(exc, fs, path)
+        if not is_network(exc):
+            return EMPTY_IMAGE, _describe(exc)
+    try:  # a network failure, yet the store answers: once more before the file is blamed
+        return decode_image(read_bytes(fs, path)), None
+    except Exception as exc:  # noqa: BLE001
+        check_store(exc, fs, path)
         return EMPTY_IMAGE, _describe(exc)
 
 

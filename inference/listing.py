@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from inference.options import DEFAULT_EXTENSIONS
+from inference.store import ATTEMPTS, CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from inference.uris import Location, UriError, resolve
 
 MANIFEST_COLUMNS = ("uri", "source-ref", "path", "image", "image_uri", "s3_uri", "gcs_uri")
@@ -87,10 +88,12 @@ def s3_client(loc: Location):
         kwargs["endpoint_url"] = f"{opts.get('scheme', 'https')}://{opts['endpoint_override']}"
     if opts.get("region"):
         kwargs["region_name"] = opts["region"]
+    config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=REQUEST_TIMEOUT,
+                    retries={"mode": "standard", "max_attempts": ATTEMPTS})
     if opts.get("anonymous"):
-        kwargs["config"] = Config(signature_version=UNSIGNED, retries={"mode": "standard"})
+        kwargs["config"] = config.merge(Config(signature_version=UNSIGNED))
     else:
-        kwargs["config"] = Config(retries={"mode": "standard"})
+        kwargs["config"] = config
         if opts.get("access_key"):
             kwargs.update(aws_access_key_id=opts["access_key"], aws_secret_access_key=opts["secret_key"],
                           aws_session_token=opts.get("session_token"))

@@ -144,6 +144,10 @@ class RunConfig:
               "tried again; an image that stalls twice alone becomes an error row. `0` turns this off",
         metavar="S", default_text="max(10 × p95 of the batch times, 120 s); a detector's first batch "
                                   "max(3 × that, 600 s)", check=_at_least(0), crd="batchTimeoutSeconds")
+    store_wait: float = option(
+        300.0, "a store (S3, GCS) that stops answering is waited for, with backoff, up to S seconds; "
+               "its images do not become error rows meanwhile. Down for longer: the job fails, naming "
+               "the store", metavar="S", check=_at_least(0), crd="failurePolicy.storeWaitSeconds")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
     precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`",
                             metavar="P", check=lambda v: None if v in PRECISIONS else

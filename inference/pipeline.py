@@ -4,6 +4,7 @@ write the part) -> counts``; the driver keeps counts, shard ids and K samples, n
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.preflight import check_output, first_image, listing_error, no_images
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
+from inference.store import StoreUnreachable
 from inference.summary import Summary
 from inference.uris import Location, normalize_extensions, resolve
 from inference.watchdog import Watchdog
@@ -35,7 +37,8 @@ from inference.writer import (
 log = logging.getLogger("detectionjob")
 
 # (done, total, failed) -> None; total is 0 while the listing is still going on.
-ProgressCallback = Callable[[int, int, int], None]
+# (done, total, failed, stalled): stalled is the stall watchdog's line while a batch is stalled.
+ProgressCallback = Callable[[int, int, int, str | None], None]
 # Shards a listing task may run ahead of the detectors (Ray Data's default is 2): the total is known
 # early for the progress column, at ~25 KB a shard (256 URIs) of object store per listing task.
 LIST_AHEAD = 1024
@@ -45,6 +48,38 @@ RESUME_KEYS = ("model", "weights", "score_threshold", "precision")
 
 class JobFailed(RuntimeError):
     """The job ran to its end but its result breaks the failure policy; the message says why."""
+
+    complete = True  # every result was written
+
+
+_STORE_VERDICT = re.compile(rf"\b{StoreUnreachable.__name__}: (.+)")
+
+
+class StoreFailed(JobFailed):
+    """A store stayed down for longer than ``--store-wait``; the message names it. The shards
+    finished before are written (``--resume`` skips them)."""
+
+    complete = False
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """The verdict of a store that stayed down (:class:`inference.store.StoreUnreachable`) in a
+    failure of the pipeline, or None. Ray Data hands the driver the detector's exception as text
+    only (a ``UserCodeException`` with the remote traceback): the verdict is its last line."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if type(cur) is StoreUnreachable:
+            return str(cur)
+        found = _STORE_VERDICT.findall(str(cur))
+        if found:
+            return found[-1].strip()
+        todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
+    return None
 
 
 def _verbose() -> bool:
@@ -167,7 +202,8 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
             fn_constructor_kwargs={"spec": spec, "out": dst, "inputs": inputs,
                                    "batch_size": config.batch_size, "samples": config.samples,
                                    "tally": tally, "device": plan.device,
-                                   "num_threads": plan.torch_threads, "precision": config.precision},
+                                   "num_threads": plan.torch_threads, "precision": config.precision,
+                                   "store_wait": config.store_wait},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
@@ -207,7 +243,8 @@ class _Reporter(threading.Thread):
         self.console.progress(snap, time.monotonic() - self.started, final=final)
         if self.progress:
             total = snap["to_do"] if snap["listing_finished"] else 0
-            self.progress(snap["done"], total, snap["failed"])
+            self.progress(snap["done"], total, snap["failed"],
+                          self.watchdog.stalled if self.watchdog and not final else None)
         return snap
 
     def run(self) -> None:
@@ -244,7 +281,14 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     summary = Summary(samples=config.samples, started=started)
     watchdog = Watchdog(tally, dst, config.batch_timeout)
     reporter = _Reporter(tally, config.progress_interval, started, progress, console, watchdog)
-    timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
+    try:
+        timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
+    except Exception as exc:
+        verdict = store_failure(exc)
+        if verdict is None:
+            raise
+        _write_failed_summary(dst, summary, verdict)
+        raise StoreFailed(verdict) from None
     ray.kill(tally)
 
     stale, samples = _finish_output(dst, config, summary)
@@ -252,7 +296,8 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     result.update(
         input=config.input, input_list=config.input_list, output=config.output, model=config.model,
         weights=config.weights, score_threshold=config.score_threshold, shard_size=config.shard_size,
-        listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale, stalls=watchdog.stalls,
+        listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale,
+        stalls_recovered=watchdog.stalls,
         listing_seconds=timing.get("listing_seconds"),
         first_result_seconds=timing.get("first_result_seconds"),
     )
@@ -272,6 +317,15 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     if failure:
         raise JobFailed(failure)
     return result
+
+
+def _write_failed_summary(dst: Location, summary: Summary, reason: str) -> None:
+    """The summary of a job a store ended, if the output store takes it."""
+    result = {**summary.as_dict(), "status": "failed", "reason": reason}
+    try:
+        write_json(dst, SUMMARY_NAME, result)
+    except OSError as exc:
+        log.warning("_summary.json not written: %s", str(exc).splitlines()[0] if str(exc) else exc)
 
 
 def _nothing_to_do(config: RunConfig, src: Location, dst: Location, started: float,

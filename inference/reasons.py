@@ -12,6 +12,7 @@ PHRASES: dict[str, str] = {
     "NoImages": ": no images under ",
     "OutputNotWritable": ": not writable: ",
     "InputNotReadable": ": cannot be listed: ",
+    "StoreUnreachable": ": did not answer for ",
 }
 
 

@@ -14,7 +14,10 @@ when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tr
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +25,8 @@ import pyarrow.compute as pc
 from inference.listing import sources_for
 from inference.model_config import ModelConfig
 from inference.sampling import candidates
+from inference.store import StoreDown, patiently
+from inference.store import check as check_store
 from inference.uris import Location
 from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, write_json, write_part
 
@@ -44,6 +49,7 @@ STATS_SCHEMA = pa.schema([
     pa.field("timed_out", pa.int64()),  # error rows of images that stalled MAX_DEATHS times
 ])
 TIMED_OUT = "TimedOut: "
+T = TypeVar("T")
 
 
 def shard_stats(table: pa.Table) -> dict:
@@ -74,7 +80,7 @@ class ShardStage:
 
     def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int,
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", store_wait: float = 300.0) -> None:
         from inference.detector import Detector
         from inference.pool import threads_on_this_node
 
@@ -82,6 +88,7 @@ class ShardStage:
         self.detector = Detector(spec, device=device, num_threads=self.threads, precision=precision)
         self.out, self.inputs = out, dict(inputs)
         self.batch_size, self.samples, self.tally = batch_size, samples, tally
+        self.store_wait = store_wait
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
         self.where: tuple[str, int] | None = None  # this detector's (node id, pid), for the tally
         if tally is not None:
@@ -96,6 +103,33 @@ class ShardStage:
         if self.tally is not None:
             self.tally.batch_started.remote(*self.where, shard, uri)
 
+    def _loaded(self, shard: str, uris: list[str], pending: Future | None = None) -> dict:
+        """The mini-batch read and decoded (``pending``: already under way); while a store does
+        not answer, it is waited for (up to ``--store-wait``) and the batch read again, the stall
+        watchdog told each time that this detector waits rather than hangs."""
+        from inference.decode import load_uris
+
+        def again() -> dict:
+            return load_uris(uris, self._locate)
+
+        first = pending.result if pending is not None else again
+        try:
+            return first()
+        except StoreDown:
+            return patiently(again, self.store_wait, lambda: self._batch(shard, uris[0]))
+
+    def _output(self, work: Callable[[], T]) -> T:
+        """``work()`` on the output store, waited for like the input's (between mini-batches: the
+        stall watchdog does not time it)."""
+        def attempt() -> T:
+            try:
+                return work()
+            except Exception as exc:
+                check_store(exc, self.out.fs, self.out.path)  # StoreDown: the store, not the file
+                raise
+
+        return patiently(attempt, self.store_wait)
+
     def _batch_done(self) -> None:
         if self.tally is not None:
             self.tally.batch_finished.remote(*self.where)
@@ -106,7 +140,7 @@ class ShardStage:
 
     def detect_carefully(self, shard: str, uris: list[str], marker: dict) -> pa.Table:
         """Rows for ``uris`` one image at a time, each named in the shard's marker first."""
-        from inference.decode import EMPTY_IMAGE, load_uris
+        from inference.decode import EMPTY_IMAGE
         from inference.output_schema import OUTPUT_SCHEMA
 
         tables = []
@@ -117,9 +151,10 @@ class ShardStage:
                           "error": [_gave_up(uri, deaths, marker)]}
                 tables.append(self._detected(loaded))
                 continue
-            write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", {**marker, "current": uri})
+            self._output(partial(write_json, self.out, f"{ATTEMPTS_DIR}/{shard}.json",
+                                        {**marker, "current": uri}))
             self._batch(shard, uri)
-            tables.append(self._detected(load_uris([uri], self._locate)))
+            tables.append(self._detected(self._loaded(shard, [uri])))
             self._batch_done()
         return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
 
@@ -139,7 +174,7 @@ class ShardStage:
         pending = self.ahead.submit(load_uris, batches[0], self._locate) if batches else None
         for i in range(len(batches)):
             self._batch(shard, batches[i][0])
-            loaded = pending.result()
+            loaded = self._loaded(shard, batches[i], pending)
             if i + 1 < len(batches):
                 pending = self.ahead.submit(load_uris, batches[i + 1], self._locate)
             tables.append(self._detected(loaded))
@@ -151,7 +186,7 @@ class ShardStage:
                "torch_threads": self.threads}
         kept = None
         if state == "check":  # --retry-errors: keep the part's good rows, detect its error rows again
-            old = read_part(self.out, shard)
+            old = self._output(partial(read_part, self.out, shard))
             bad = pc.is_valid(old.column("error"))
             if not pc.any(bad).as_py():
                 state = "done"
@@ -162,18 +197,20 @@ class ShardStage:
         if state == "done":
             return {**row, "skipped": len(uris), "images": 0, "failed": 0, "detections": 0,
                     "per_class": "{}", "first_error": None, "timed_out": 0}
-        marker = read_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json") or {"attempt": 0, "deaths": {}}
+        name = f"{ATTEMPTS_DIR}/{shard}.json"
+        marker = self._output(partial(read_json, self.out, name)) or {"attempt": 0, "deaths": {}}
         if marker.get("current"):  # the worker died on this image last time
             marker["deaths"][marker["current"]] = marker["deaths"].get(marker["current"], 0) + 1
         marker = {"attempt": marker["attempt"] + 1, "deaths": marker["deaths"],
                   "stalled": marker.get("stalled", {})}
-        write_json(self.out, f"{ATTEMPTS_DIR}/{shard}.json", marker)
+        self._output(partial(write_json, self.out, name, marker))
         # A worker died on this shard twice: a lost node is common (spot instances), so the first
         # retry goes at full speed; after that, one image at a time to find the file that kills.
         careful = marker["attempt"] > CAREFUL_AFTER
         fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(shard, uris)
-        write_part(self.out, shard, pa.concat_tables([kept, fresh]) if kept is not None else fresh)
-        clear_attempt(self.out, shard)
+        whole = pa.concat_tables([kept, fresh]) if kept is not None else fresh
+        self._output(partial(write_part, self.out, shard, whole))
+        self._output(partial(clear_attempt, self.out, shard))
         row.update(shard_stats(fresh))
         row["samples"] = json.dumps(candidates(fresh, self.samples))
         return row

@@ -1,7 +1,7 @@
 """Progress from the running job into its DetectionJob's status (``status.progress``).
 
 Used by ``detectionjob run`` when ``DETECTIONJOB_STATUS_TARGET=namespace/name`` is set: it calls
-``reporter(done, total, failed)`` every few seconds and ``reporter.close()`` at the end. Each call
+``reporter(done, total, failed, stalled)`` every few seconds and ``reporter.close()`` at the end. Each call
 sends at most one JSON merge patch of ``status.progress`` through the status subresource (in the
 Pod: the ServiceAccount the operator made, which may patch only this DetectionJob's status).
 Updates are throttled to one per ``interval`` seconds; ``close()`` sends the last one. Nothing here
@@ -28,15 +28,19 @@ def summary(done: int, total: int) -> str:
     return f"{done}/{total} ({min(100, int(100 * done / total))}%)"
 
 
-def progress_patch(done: int, total: int, failed: int) -> dict[str, Any]:
+def progress_patch(done: int, total: int, failed: int, stalled: str | None = None) -> dict[str, Any]:
+    """The merge patch of ``status.progress``; ``stalled`` (the stall watchdog's line while a
+    batch is stalled) is removed again by None."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"status": {"progress": {"done": int(done), "total": int(total),
                                     "failed": int(failed), "summary": summary(done, total),
+                                    "stalled": stalled[:1024] if stalled else None,
                                     "updateTime": stamp}}}
 
 
 class StatusReporter:
-    """``reporter(done, total, failed)``: throttled, best-effort status.progress updates."""
+    """``reporter(done, total, failed, stalled=None)``: throttled, best-effort status.progress
+    updates; a change of ``stalled`` is sent at once."""
 
     def __init__(self, target: str, interval: float = 5.0, api: Any = None,
                  timeout: float = 10.0) -> None:
@@ -49,8 +53,8 @@ class StatusReporter:
         self._api = api
         self._lock = threading.Lock()
         self._last_sent = 0.0
-        self._pending: tuple[int, int, int] | None = None
-        self._sent: tuple[int, int, int] | None = None
+        self._pending: tuple[int, int, int, str | None] | None = None
+        self._sent: tuple[int, int, int, str | None] | None = None
         self._errors: set[str] = set()
 
     def _client(self) -> Any:
@@ -60,11 +64,12 @@ class StatusReporter:
             self._api = client.CustomObjectsApi(new_api_client())
         return self._api
 
-    def __call__(self, done: int, total: int, failed: int = 0) -> None:
+    def __call__(self, done: int, total: int, failed: int = 0, stalled: str | None = None) -> None:
         try:
             with self._lock:
-                self._pending = (int(done), int(total), int(failed))
-                if time.monotonic() - self._last_sent < self.interval:
+                self._pending = (int(done), int(total), int(failed), stalled or None)
+                turned = self._sent is None or self._sent[3] != self._pending[3]
+                if not turned and time.monotonic() - self._last_sent < self.interval:
                     return
                 self._flush()
         except Exception as exc:  # noqa: BLE001 - progress must never break the job

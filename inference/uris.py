@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
 from inference.options import DEFAULT_EXTENSIONS
+from inference.store import ATTEMPTS, CONNECT_TIMEOUT, REQUEST_TIMEOUT
 
 
 class UriError(ValueError):
@@ -71,7 +73,13 @@ def _s3(options: dict[str, object]) -> pafs.S3FileSystem:
     kwargs = dict(options)
     if kwargs.get("endpoint_override") and kwargs.get("scheme") == "http":
         kwargs["allow_bucket_creation"] = True
-    return pafs.S3FileSystem(**kwargs)
+    return pafs.S3FileSystem(**kwargs, connect_timeout=CONNECT_TIMEOUT, request_timeout=REQUEST_TIMEOUT,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=ATTEMPTS))
+
+
+def _gcs(anonymous: bool) -> pafs.GcsFileSystem:
+    return pafs.GcsFileSystem(anonymous=anonymous,
+                              retry_time_limit=timedelta(seconds=ATTEMPTS * REQUEST_TIMEOUT))
 
 
 def resolve(uri: str, option: str = "--input") -> Location:
@@ -92,7 +100,7 @@ def resolve(uri: str, option: str = "--input") -> Location:
         return Location(_s3(options), bucket_path, "s3", tuple(sorted(options.items())))
     if scheme in ("gs", "gcs"):
         anonymous = _flag(query.get("anonymous", [""])[-1])
-        return Location(pafs.GcsFileSystem(anonymous=anonymous), bucket_path, "gs")
+        return Location(_gcs(anonymous), bucket_path, "gs")
     raise UriError(
         f"{option}: unsupported scheme {scheme!r} in {uri!r} (use a path, local://, s3:// or gs://)"
     )

@@ -56,6 +56,7 @@ class Watchdog:
     timeout: float | None = None
     stalls: int = 0
     pending_recovery: int = 0
+    stalled: str | None = None  # the last stall's line, until images complete again
 
     def check(self, snapshot: dict, final: bool = False) -> list[str]:
         """One round: the lines to print (a recovery seen, stalls found; at the end only the first)."""
@@ -67,6 +68,7 @@ class Watchdog:
             lines.append(f"recovered: images complete again after {self.pending_recovery} stalled "
                          f"batch{'es' if self.pending_recovery > 1 else ''} ({self.stalls} so far)")
             self.pending_recovery = 0
+            self.stalled = None
         limits = bounds(self.timeout, snapshot.get("batch_p95"))
         if limits is None or final:
             return lines
@@ -77,11 +79,12 @@ class Watchdog:
             ray.get(kill.remote(stall["pid"]), timeout=60)
             self.stalls += 1
             self.pending_recovery += 1
-            lines.append(
+            self.stalled = (
                 f"stalled: a detector (pid {stall['pid']}, node {stall['node'][:8]}) has had no result "
                 f"for {stall['seconds']:.0f} s on a batch of shard {stall['shard']} starting with "
                 f"{stall['uri']} (bound {stall['bound']:.0f} s); stopped it: Ray restarts it and the "
                 "shard is tried again")
+            lines.append(self.stalled)
         return lines
 
     def note_in_marker(self, stall: dict) -> None:

@@ -4,6 +4,8 @@
 * :func:`follow` - a RayJob it owns changed or vanished: bring the DetectionJob's status along.
 * :func:`set_suspend` - ``spec.suspend`` changed: pass it on to the RayJob.
 * :func:`follow_pod` - a Pod of a job changed: say why it cannot start (image, Secret, scheduling).
+* :func:`follow_progress` - the running job reported a stalled batch, or images completing again:
+  the ``Progressing`` condition follows, with an Event.
 """
 
 from __future__ import annotations
@@ -250,3 +252,23 @@ def set_suspend(dj: Mapping[str, Any], suspend: bool, event: EventFn) -> None:
     obs = st.observe(rayjob, user_suspend=suspend, queue=spec.get("queueName"))
     _write(dj, obs, event, created=True, extra=st.rayjob_fields(rayjob, obs.phase, status),
            generation=meta.get("generation"))
+
+
+def follow_progress(dj: Mapping[str, Any], event: EventFn) -> None:
+    """The job writes ``status.progress.stalled`` while its stall watchdog has a stalled batch and
+    clears it once images complete again: ``Progressing`` says so (False, reason Stalled, the
+    job's message), and an Event marks each turn (Warning Stalled, Normal Recovered)."""
+    status = dj.get("status") or {}
+    if status.get("phase") != st.RUNNING or st.is_final(status):
+        return
+    stall = st.stalled(status)
+    shown = next((c for c in status.get("conditions") or () if c.get("type") == st.PROGRESSING), {})
+    was_stalled = shown.get("reason") == st.STALLED
+    if shown and stall == (shown.get("message") if was_stalled else None):
+        return  # the condition says it already
+    obs = st.Observation(st.RUNNING, status.get("reason") or "JobRunning", status.get("message") or "")
+    _write(dj, obs, event, created=True)
+    if stall and not was_stalled:
+        event(dj, "Warning", st.STALLED, stall)
+    elif was_stalled and not stall:
+        event(dj, "Normal", "Recovered", "images complete again after a stalled batch")

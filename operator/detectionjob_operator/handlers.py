@@ -79,6 +79,16 @@ def follow_pod(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(*DETECTIONJOBS)
+def follow_progress(body: kopf.Body, **_: Any) -> None:
+    """The running job reported a stalled batch or its recovery: the Progressing condition."""
+    try:
+        _retrying("follow_progress", controller.follow_progress, dict(body), post_event)
+    except Exception:  # as follow_rayjob: the next event catches up
+        log.exception("following the progress of %s/%s failed", body.metadata.namespace,
+                      body.metadata.name, extra={"k8s_ref": controller.ref(body)})
+
+
+@kopf.on.event(*DETECTIONJOBS)
 def count_phase(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     """Keep the DetectionJobs-by-phase gauge current."""
     uid = body.metadata.uid

@@ -38,7 +38,11 @@ STUCK_CONTAINER_REASONS = (
 )
 UNSCHEDULABLE = "Unschedulable"
 QUEUED = "Queued"  # waiting for Kueue: no Pods exist yet
-CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, SUCCEEDED, FAILED)
+# While Running: True as images complete; False with reason Stalled while the job's stall
+# watchdog has a stalled batch (``status.progress.stalled``, written by the job), until images
+# complete again.
+PROGRESSING, STALLED, DETECTING = "Progressing", "Stalled", "Detecting"
+CONDITION_TYPES = (CREATED, RUNNING, PROGRESSING, SUSPENDED, SUCCEEDED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,16 @@ def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:
     return None
 
 
+def stalled(status: Mapping[str, Any] | None) -> str | None:
+    """The job's own word that a batch is stalled (``status.progress.stalled``), or None."""
+    return ((status or {}).get("progress") or {}).get("stalled") or None
+
+
 def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, created: bool,
-               generation: int | None, timestamp: str) -> list[dict[str, Any]]:
-    """The conditions for ``obs``; lastTransitionTime moves only when a status flips."""
+               generation: int | None, timestamp: str,
+               stall: str | None = None) -> list[dict[str, Any]]:
+    """The conditions for ``obs`` (``stall``: the job's stalled-batch message, if any);
+    lastTransitionTime moves only when a status flips."""
     old = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
     result = []
     for ctype in CONDITION_TYPES:
@@ -142,6 +153,11 @@ def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, cr
             value = "True" if created else "False"
             reason = CREATED if created else (obs.reason if obs.phase == FAILED else "NotCreated")
             message = "" if created else obs.message
+        elif ctype == PROGRESSING:
+            running = obs.phase == RUNNING
+            value = "True" if running and not stall else "False"
+            reason, message = ((STALLED, stall) if running and stall else
+                               (DETECTING, "") if running else (obs.phase, ""))
         else:
             value = "True" if obs.phase == ctype else "False"
             reason, message = (obs.reason, obs.message) if value == "True" else (obs.phase, "")
@@ -191,7 +207,8 @@ def patch_for(current: Mapping[str, Any] | None, obs: Observation, *, created: b
         "reason": obs.reason,
         "message": obs.message,
         "conditions": conditions(current.get("conditions"), obs, created=created,
-                                 generation=generation, timestamp=timestamp),
+                                 generation=generation, timestamp=timestamp,
+                                 stall=stalled(current)),
     }
     if generation is not None:
         patch["observedGeneration"] = generation

@@ -14,6 +14,7 @@ from e2etest import (
     describe,
     detectionjob,
     events,
+    get_dj,
     get_dj_row,
     stage_images,
     timeline,
@@ -135,6 +136,16 @@ def _pods(platform, name: str, group: str) -> list[dict]:
     return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
+def wait_midway(platform, name: str, total: int) -> str:
+    """The PROGRESS column once it shows some but not all of ``total`` images done."""
+    def midway() -> str | None:
+        value = get_dj_row(platform, name)["PROGRESS"]
+        done = int(value.split("/")[0]) if "/" in value else 0
+        return value if 0 < done < total else None
+
+    return wait_for(f"{name}: progress between 0 and {total}", midway, timeout=JOB_TIMEOUT, interval=0.5)
+
+
 def test_worker_pod_force_deleted_mid_job(platform):
     """A worker Pod dies mid-job: KubeRay replaces it, Ray retries, every image exactly once."""
     s3, ns, name = platform.s3, platform.namespace, "lose-worker"
@@ -146,12 +157,7 @@ def test_worker_pod_force_deleted_mid_job(platform):
                       output={"samples": 0, "shardSize": 16})
     platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
 
-    def midway():
-        value = get_dj_row(platform, name)["PROGRESS"]
-        done = int(value.split("/")[0]) if "/" in value else 0
-        return value if 0 < done < good else None
-
-    seen = wait_for(f"{name}: progress between 0 and {good}", midway, timeout=JOB_TIMEOUT, interval=0.5)
+    seen = wait_midway(platform, name, good)
     (victim,) = _pods(platform, name, "worker")
     platform.kubectl("delete", "pod", victim["metadata"]["name"], "-n", ns,
                      "--grace-period=0", "--force")
@@ -215,3 +221,73 @@ def test_suspend_then_resume_detects_nothing_twice(platform):
     assert summary["skipped_existing"] == done_rows and summary["images"] == good - done_rows, summary
     after = _parts(s3, "susp/out")
     assert all(after[part] == mtime for part, mtime in at_suspend.items()), "a finished part was rewritten"
+
+
+def _detectors_in(pod: dict) -> list[int]:
+    """Host pids of the detector actors (Ray titles them after the stage) in ``pod``: the test
+    node's containers are this machine's processes, in the Pod's cgroup (cgroupfs:
+    ``/kubepods/<qos>/pod<uid>/<container>``)."""
+    from pathlib import Path
+
+    mark = f"pod{pod['metadata']['uid']}"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if cmd.startswith("ray::") and "ShardStage" in cmd and mark in (entry / "cgroup").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_stopped_detector_stalls_then_the_job_recovers(platform):
+    """SIGSTOP the detector in the worker Pod mid-job (a GPU stuck in a kernel looks the same): the
+    DetectionJob shows Progressing=False (Stalled) with an Event, the watchdog ends the process,
+    Ray restarts it, the condition clears, and the job ends Succeeded with every image once."""
+    import contextlib
+    import os
+    import signal
+
+    s3, ns, name = platform.s3, platform.namespace, "stall"
+    good = 160
+    keys = stage_images(s3, "stall/in", good, bad=False)
+    platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    dj = detectionjob(name, ns, platform.worker_image, s3.uri("stall/in/"), s3.uri("stall/out/"),
+                      output={"samples": 0, "shardSize": 16}, batchTimeoutSeconds=45)
+    platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+
+    seen = wait_midway(platform, name, good)
+    (worker,) = _pods(platform, name, "worker")
+    stopped = wait_for("the detector process in the worker Pod", lambda: _detectors_in(worker), timeout=30)
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        print(f"{name}: stopped detector(s) {stopped} at progress {seen}")
+
+        def progressing() -> dict:
+            conds = get_dj(platform, name)["status"].get("conditions") or []
+            return next((c for c in conds if c["type"] == "Progressing"), {})
+
+        stall = wait_for("Progressing=False, reason Stalled", lambda: (
+            progressing() if progressing().get("reason") == "Stalled" else None), timeout=300, interval=1)
+        assert stall["status"] == "False" and "stalled: a detector" in stall["message"], stall
+        done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
+    finally:
+        for pid in stopped:  # gone once the watchdog ended them; continued if not
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert done["status"]["phase"] == "Succeeded", describe(platform, name)
+    reasons = [e["reason"] for e in events(platform, name)]
+    assert "Stalled" in reasons and "Recovered" in reasons, reasons
+    assert "stalled" not in done["status"]["progress"]
+    table, _ = read_output(s3, "stall/out")
+    with s3.filesystem().open_input_file(f"{s3.bucket}/stall/out/_summary.json") as f:
+        summary = json.loads(f.read())
+    paths = table.column("path").to_pylist()
+    assert len(paths) == good and len(set(paths)) == good, (len(paths), len(set(paths)))
+    assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
+    assert table.column("error").null_count == good, "an image became an error row"
+    assert summary["stalls_recovered"] >= 1 and summary["timed_out_images"] == 0

@@ -40,12 +40,17 @@ class MinioS3:
         self.bucket = "detectionjob-test-" + secrets.token_hex(4)
         self.process: ManagedProcess | None = None
         self._data_dir: Path | None = None
+        self._port: int | None = None
 
     def start(self) -> MinioS3:
+        """Start the server; again after :meth:`stop_server`: the same address and objects."""
         t0 = time.monotonic()
-        port, console = free_port(), free_port()
+        fresh = self._data_dir is None
+        port, console = self._port or free_port(), free_port()
+        self._port = port
         self.endpoint_url = f"http://{self.host}:{port}"
-        self._data_dir = Path(tempfile.mkdtemp(prefix="detectionjob-minio-"))
+        if fresh:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="detectionjob-minio-"))
         env = dict(os.environ)
         env.update(
             MINIO_ROOT_USER=self.access_key,
@@ -74,8 +79,8 @@ class MinioS3:
                 return r.status == 200
 
         self.process.wait_until(ready, 60, "MinIO /minio/health/ready")
-        # A real bucket, created over the S3 API by pyarrow (CreateBucket).
-        self.filesystem(allow_bucket_creation=True).create_dir(self.bucket)
+        if fresh:  # a real bucket, created over the S3 API by pyarrow (CreateBucket)
+            self.filesystem(allow_bucket_creation=True).create_dir(self.bucket)
         self.startup_seconds = time.monotonic() - t0
         return self
 
@@ -123,6 +128,12 @@ class MinioS3:
     def uri(self, key: str = "") -> str:
         """``s3://<bucket>/<key>``."""
         return f"s3://{self.bucket}/{key.lstrip('/')}"
+
+    def stop_server(self) -> None:
+        """Stop the server process only (a store outage); :meth:`start` brings it back."""
+        if self.process:
+            self.process.stop()
+            self.process = None
 
     def stop(self) -> None:
         if self.process:

@@ -334,8 +334,8 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
     assert status["dashboardURL"] == f"{name}-head-svc.{namespace}.svc:8265"
     assert status.get("completionTime") is None
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"RayJobCreated": "True", "Running": "True", "Suspended": "False",
-                          "Succeeded": "False", "Failed": "False"}
+    assert conditions == {"RayJobCreated": "True", "Running": "True", "Progressing": "True",
+                          "Suspended": "False", "Succeeded": "False", "Failed": "False"}
 
     # Progress, from the job's own ServiceAccount (the one the head Pod runs as).
     from detectionjob_operator.translate import reporter_name
@@ -350,6 +350,21 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
     reporter(1200, 5011, 3)
     table = kube.kubectl("get", "dj", name, "-n", namespace).stdout
     assert "1200/5011 (23%)" in table and "Running" in table and "4" in table
+
+    # The job's stall watchdog found a stalled batch: Progressing=False (Stalled) and an Event,
+    # until images complete again.
+    def progressing() -> tuple[str, str, str]:
+        conds = {c["type"]: c for c in get_dj(api, namespace, name)["status"]["conditions"]}
+        return conds["Progressing"]["status"], conds["Progressing"]["reason"], conds["Progressing"]["message"]
+
+    stall = "stalled: a detector (pid 41, node 0a1b2c3d) has had no result for 131 s"
+    reporter(1200, 5011, 3, stalled=stall)
+    wait_for("Progressing=False, Stalled", lambda: progressing() == ("False", "Stalled", stall))
+    wait_for("a Stalled Event", lambda: "Stalled" in event_reasons(kube, namespace, name))
+    reporter(1210, 5011, 3)
+    wait_for("Progressing=True again", lambda: progressing()[:2] == ("True", "Detecting"))
+    wait_for("a Recovered Event", lambda: "Recovered" in event_reasons(kube, namespace, name))
+    assert "stalled" not in get_dj(api, namespace, name)["status"]["progress"]
     # ... and it can patch nothing else: not another DetectionJob's status, not its own spec.
     apply_dj(kube, make_dj(name="other", namespace=namespace))
     other = StatusReporter(f"{namespace}/other", interval=0, api=job_api)
@@ -368,7 +383,7 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
                                         "endTime": "2026-01-01T11:00:00Z"})
     dj = wait_phase(api, namespace, name, "Succeeded", "JobSucceeded")
     assert dj["status"]["completionTime"] == "2026-01-01T11:00:00Z"
-    assert dj["status"]["progress"]["done"] == 1200  # the operator never touches progress
+    assert dj["status"]["progress"]["done"] == 1210  # the operator never touches progress
     wait_for("Events on every transition", lambda: {
         "RayJobCreated", "ClusterStarting", "JobRunning", "JobSucceeded"} <= event_reasons(
         kube, namespace, name))

@@ -82,8 +82,30 @@ def test_conditions_move_only_on_flips():
     done = st.conditions(again, st.Observation("Succeeded", "JobSucceeded", "ok"), created=True,
                          generation=1, timestamp="T3")
     times = {c["type"]: c["lastTransitionTime"] for c in done}
-    assert times == {"RayJobCreated": "T1", "Running": "T3", "Suspended": "T1",
+    assert times == {"RayJobCreated": "T1", "Running": "T3", "Progressing": "T3", "Suspended": "T1",
                      "Succeeded": "T3", "Failed": "T1"}
+
+
+def test_progressing_is_false_while_the_job_has_a_stalled_batch():
+    running = st.Observation("Running", "JobRunning", "runs")
+    first = st.conditions(None, running, created=True, generation=1, timestamp="T1")
+    assert {c["type"]: (c["status"], c["reason"]) for c in first}["Progressing"] == ("True", "Detecting")
+    message = "stalled: a detector (pid 7, node abc) has had no result for 130 s"
+    patch = st.patch_for({"conditions": first, "progress": {"done": 3, "stalled": message}},
+                         running, created=True, generation=1, timestamp="T2")
+    progressing = {c["type"]: c for c in patch["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"], progressing["message"]) == (
+        "False", "Stalled", message)
+    assert progressing["lastTransitionTime"] == "T2"
+    recovered = st.patch_for({"conditions": patch["conditions"], "progress": {"done": 9}},
+                             running, created=True, generation=1, timestamp="T3")
+    progressing = {c["type"]: c for c in recovered["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"], progressing["lastTransitionTime"]) == (
+        "True", "Detecting", "T3")
+    # Not running: not progressing, whatever the last progress said.
+    done = st.patch_for({"conditions": recovered["conditions"], "progress": {"stalled": message}},
+                        st.Observation("Succeeded", "JobSucceeded", "ok"), created=True, generation=1)
+    assert {c["type"]: c["reason"] for c in done["conditions"]}["Progressing"] == "Succeeded"
 
 
 def test_invalid_spec_never_created():

@@ -54,7 +54,7 @@ def test_defaults():
         "weights": "DEFAULT", "score_threshold": 0.5, "precision": "fp32", "batch_size": 4,
         "num_gpus": 1.0, "workers": "1", "samples": 8, "resume": False, "limit": None,
         "retry_errors": False, "shard_size": 256, "max_failed_fraction": 0.1,
-        "list_hidden": False, "allow_empty": False, "batch_timeout": None,
+        "list_hidden": False, "allow_empty": False, "batch_timeout": None, "store_wait": 300,
     }
     env = json.loads(spec["runtimeEnvYAML"])["env_vars"]
     assert env["DETECTIONJOB_STATUS_TARGET"] == "team-a/dj"
