@@ -124,6 +124,43 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="COCO-style box AP of a job's results against ground truth "
+                                        "(COCO JSON or Pascal VOC XML)")
+    p.add_argument("--results", required=True, metavar="URI",
+                   help="a job's --output (or one Parquet file)")
+    p.add_argument("--annotations", required=True, metavar="URI",
+                   help="a COCO instances JSON file, or a folder of Pascal VOC XML files (local, s3://, gs://)")
+    p.add_argument("--label-map", metavar="FILE",
+                   help="YAML or JSON: annotation class name -> the model's label name (or a list), for "
+                        "names the built-in VOC table does not cover")
+    p.add_argument("--output", metavar="URI",
+                   help="a folder for _evaluation.json and _evaluation/pr_curves.png, or a .json file "
+                        "(default: beside the results)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        from inference.evaluate import evaluate, write
+    except ModuleNotFoundError as exc:  # installed without the "job" extra
+        print(f"detectionjob evaluate: error: the evaluation's dependencies are not installed "
+              f"(no {exc.name}): pip install 'detectionjob[job]'", file=sys.stderr)
+        return 2
+
+    evaluation = evaluate(args.results, args.annotations, args.label_map, args.output)
+    write(evaluation)  # only once everything is computed
+    for line in evaluation.warnings:
+        print(f"detectionjob evaluate: {line}", file=sys.stderr)
+    if sys.stdout.isatty():  # a person: the per-class table; a pipe or file gets the JSON
+        from inference.evaluate_report import table
+
+        print(table(evaluation.report))
+    else:
+        print(evaluation.text())
+    return 0
+
+
 def add_samples_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("samples", help="write synthetic VOC-sized sample images to a folder")
     p.add_argument("out", help="folder to write into")
@@ -144,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     add_visualize_parser(sub)
+    add_evaluate_parser(sub)
     add_samples_parser(sub)
     add_plugin_commands(sub)
     return parser
