@@ -485,7 +485,7 @@ def jobs_table(rows: list[dict]) -> str:
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         s = r["summary"]
-        first = s.get("first_result_seconds")
+        first = s.get("seconds_to_first_detection")
         out.append(f"| {r['n']:,} | {s.get('shard_size')} | {r['process_s']:.1f} | {s['wall_seconds']:.1f} | "
                    f"{s['images_per_second']:.2f} | {s.get('listing_seconds')} | {first} | {s['shards']} | "
                    f"{s['parts_written']} | {mib(r['driver_hwm_kib'])} | "

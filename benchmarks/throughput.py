@@ -80,9 +80,12 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
     assert r["rc"] == 0, r["stderr"][-3000:]
     summary = json.loads(r["stdout"])
     assert summary["images"] == n and summary["failed_images"] == 0
+    verdict = summary.get("advice", "").split(":")[0]
     return {**r, "images": n, "rate": n / r["wall"], "inner_rate": summary["images_per_second"],
             "note": f"whole CLI process, Ray start included; pool {summary['pool']['max_size']}, "
-                    f"batch {args.batch_size}"}
+                    f"batch {args.batch_size}; busy {summary.get('busy_fraction', 0):.0%} of "
+                    f"{summary.get('device_seconds', 0):.0f} device-s, input wait "
+                    f"{summary.get('input_wait_fraction', 0):.0%} ({verdict})"}
 
 
 def versions() -> str:

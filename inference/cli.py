@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         try:
             summary = run(config, progress=reporter, console=err.console)
+            if reporter is not None:
+                reporter.finish(summary)
         except JobFailed as exc:
             written = "every result is written" if exc.complete else "the shards finished before are written"
             print(f"detectionjob run: failed: {exc} ({written}; see _summary.json)")

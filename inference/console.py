@@ -68,6 +68,11 @@ def human_summary(summary: dict) -> str:
     if classes:
         lines.append(f"most found: {classes}")
     lines += [f"  {line}" for line in summary.get("example_errors", [])[:3]]
+    if summary.get("advice"):
+        cost = f", estimated cost {summary['estimated_cost']:g}" if "estimated_cost" in summary else ""
+        lines.append(f"devices: {summary['device_seconds'] / 3600:.2f} device-hours, "
+                     f"{summary['images_per_device_hour']:.0f} images per device-hour{cost}; "
+                     f"{summary['advice']}")
     lines.append(f"results: {out}/part-*.parquet   summary: {out}/_summary.json"
                  + (f"   samples: {out}/_samples/" if summary.get("samples") else ""))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from inference.efficiency import BusyClock
 from inference.models import ModelConfig, build_model
 from inference.output_schema import OUTPUT_SCHEMA
 
@@ -36,6 +37,7 @@ class Detector:
         self.model = model.to(self.device)
         self.categories_array = np.asarray(self.categories, dtype=object)
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.clock = BusyClock(self.device)  # time in the forward pass (inference.efficiency)
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 HWC -> float CHW in [0, 1], converted on the device (uint8 is what travels)."""
@@ -49,11 +51,15 @@ class Detector:
         if not images:
             return []
         tensors = [self._tensor(image) for image in images]
-        with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    return self.model(tensors)
-            return self.model(tensors)
+        self.clock.start()
+        try:
+            with torch.inference_mode():
+                if self.autocast_dtype is not None:
+                    with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                        return self.model(tensors)
+                return self.model(tensors)
+        finally:
+            self.clock.stop()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         # Ray's block conversion may turn an all-null column into NaNs: only strings are errors.

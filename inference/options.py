@@ -148,6 +148,15 @@ class RunConfig:
         300.0, "a store (S3, GCS) that stops answering is waited for, with backoff, up to S seconds; "
                "its images do not become error rows meanwhile. Down for longer: the job fails, naming "
                "the store", metavar="S", check=_at_least(0), crd="failurePolicy.storeWaitSeconds")
+    evaluate_annotations: str | None = option(
+        None, "after detection, score the results against these annotations (a COCO instances JSON or "
+              "a folder of Pascal VOC XML, as `detectionjob evaluate`): `_evaluation.json` beside them, "
+              "`evaluation` (`map`, `map_50`) in the summary", metavar="URI",
+        crd="evaluation.annotations.uri")
+    cost_per_device_hour: float | None = option(
+        None, "the price of one device (GPU; a CPU detector counts as one) for an hour: "
+              "`estimated_cost` in the summary, for charge-back", metavar="PRICE", check=_at_least(0),
+        crd="cost.perDeviceHour")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
     precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`",
                             metavar="P", check=lambda v: None if v in PRECISIONS else

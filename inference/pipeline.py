@@ -11,16 +11,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+import pyarrow.fs as pafs
+
 from inference.console import Console
+from inference.efficiency import device_use
 from inference.listing import Skip, Unit, plan_manifest, plan_units, skip_for
 from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.preflight import check_output, first_image, listing_error, no_images
+from inference.reasons import PHRASES
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
 from inference.store import StoreUnreachable
 from inference.summary import Summary
-from inference.uris import Location, normalize_extensions, resolve
+from inference.uris import Location, UriError, normalize_extensions, resolve
 from inference.watchdog import Watchdog
 from inference.writer import (
     JOB_NAME,
@@ -203,7 +207,8 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
                                    "batch_size": config.batch_size, "samples": config.samples,
                                    "tally": tally, "device": plan.device,
                                    "num_threads": plan.torch_threads, "precision": config.precision,
-                                   "store_wait": config.store_wait},
+                                   "store_wait": config.store_wait,
+                                   "devices": plan.num_gpus or 1.0},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
@@ -263,6 +268,8 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     src, units, skip = plan_input(config, dst)
     has_images = check_input(config, src, units, skip)
     check_output(dst)
+    if config.evaluate_annotations:
+        check_annotations(config.evaluate_annotations)
     if not has_images:
         return _nothing_to_do(config, src, dst, started, console)
     finished = prepare_output(dst, config)
@@ -299,8 +306,10 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
         listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale,
         stalls_recovered=watchdog.stalls,
         listing_seconds=timing.get("listing_seconds"),
-        first_result_seconds=timing.get("first_result_seconds"),
     )
+    result.update(device_use(timing.get("device_seconds") or 0.0, summary.busy_seconds, summary.wait_seconds,
+                             summary.images, timing.get("seconds_to_first_detection"),
+                             config.cost_per_device_hour))
     if config.samples:
         result["samples"] = samples
     empty = None
@@ -312,11 +321,50 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     if failure:
         result["reason"] = failure
     write_json(dst, SUMMARY_NAME, result)
+    if config.evaluate_annotations and not empty:
+        result["evaluation"] = _evaluate(config, console)  # reads the summary's score threshold
+        if "error" in result["evaluation"] and not failure:
+            failure = result["evaluation"]["error"]
+            result.update(status="failed", reason=failure)
+        write_json(dst, SUMMARY_NAME, result)
     if empty:
         raise empty
     if failure:
         raise JobFailed(failure)
     return result
+
+
+def check_annotations(uri: str, option: str = "--evaluate-annotations") -> None:
+    """The annotations to evaluate against exist (before any work: a typo fails at once)."""
+    loc = resolve(uri, option)
+    try:
+        found = loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    except Exception as exc:  # noqa: BLE001 - the store's answer, in one line
+        raise UriError(f"{option}: {uri}: cannot be read: {str(exc).splitlines()[0]}") from None
+    if not found:
+        raise UriError(f"{option}: {uri}: not found (a COCO instances JSON file or a folder of Pascal "
+                       "VOC XML files)")
+
+
+def _evaluate(config: RunConfig, console: Console) -> dict:
+    """``--evaluate-annotations``: score the results just written (``_evaluation.json`` beside
+    them); the headline numbers, or the error that kept them from being computed."""
+    from inference.evaluate import EvaluateError, evaluate, write
+
+    try:
+        evaluation = evaluate(config.output, config.evaluate_annotations)
+        write(evaluation)
+    except (EvaluateError, UriError, OSError) as exc:
+        return {"annotations": config.evaluate_annotations,
+                "error": f"--evaluate-annotations: {config.evaluate_annotations}{PHRASES['EvaluationFailed']}"
+                         f"{str(exc).splitlines()[0]}"}
+    for line in evaluation.warnings:
+        console.note(line)
+    report = evaluation.report
+    console.note(f"evaluated against {config.evaluate_annotations}: mAP {report['map']:.3f}, "
+                 f"AP50 {report['map_50']:.3f} ({report['evaluation']})")
+    return {"annotations": config.evaluate_annotations, "map": report["map"], "map_50": report["map_50"],
+            "report": report["evaluation"]}
 
 
 def _write_failed_summary(dst: Location, summary: Summary, reason: str) -> None:

@@ -13,6 +13,7 @@ PHRASES: dict[str, str] = {
     "OutputNotWritable": ": not writable: ",
     "InputNotReadable": ": cannot be listed: ",
     "StoreUnreachable": ": did not answer for ",
+    "EvaluationFailed": ": cannot be evaluated: ",
 }
 
 

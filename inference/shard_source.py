@@ -15,6 +15,7 @@ from functools import partial
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from inference.efficiency import device_seconds
 from inference.listing import NO_SKIP, Skip, Unit, iter_uris
 from inference.shards import SHARD_SCHEMA, cut, shard_id, shard_table
 from inference.uris import Location
@@ -40,6 +41,11 @@ class Tally:
         self.seasoned: set[tuple[str, int]] = set()  # detectors that have finished a batch
         self.durations: collections.deque = collections.deque(maxlen=2000)
         self.batches_since_stall = 0
+        # Detector actors ((node id, pid) -> started, last heartbeat, devices): device_seconds.
+        self.actors: dict[tuple[str, int], dict] = {}
+
+    def actor_alive(self, node: str, pid: int, devices: float, started: float) -> None:
+        self.actors[(node, pid)] = {"started": started, "last": time.time(), "devices": devices}
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
@@ -98,7 +104,8 @@ class Tally:
                 "batches_since_stall": self.batches_since_stall,
                 "listing_finished": self.units_done >= self.units,
                 "listing_seconds": since(self.listing_finished),
-                "first_result_seconds": since(self.first_result)}
+                "seconds_to_first_detection": since(self.first_result),
+                "device_seconds": device_seconds(self.actors, time.time())}
 
 
 def _read(src: Location, units: list[Unit], extensions: tuple[str, ...], shard_size: int,

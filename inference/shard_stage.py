@@ -14,6 +14,8 @@ when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tr
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -22,6 +24,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inference.efficiency import HEARTBEAT
 from inference.listing import sources_for
 from inference.model_config import ModelConfig
 from inference.sampling import candidates
@@ -47,6 +50,8 @@ STATS_SCHEMA = pa.schema([
     pa.field("first_error", pa.string()),
     pa.field("torch_threads", pa.int64()),  # the detector's, on the node it ran on
     pa.field("timed_out", pa.int64()),  # error rows of images that stalled MAX_DEATHS times
+    pa.field("busy_seconds", pa.float64()),  # in the forward pass (inference.efficiency)
+    pa.field("wait_seconds", pa.float64()),  # waiting for the next mini-batch's images
 ])
 TIMED_OUT = "TimedOut: "
 T = TypeVar("T")
@@ -80,7 +85,8 @@ class ShardStage:
 
     def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int,
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
-                 precision: str = "fp32", store_wait: float = 300.0) -> None:
+                 precision: str = "fp32", store_wait: float = 300.0, devices: float = 1.0) -> None:
+        born = time.time()  # the device is held from here, model load included
         from inference.detector import Detector
         from inference.pool import threads_on_this_node
 
@@ -91,12 +97,21 @@ class ShardStage:
         self.store_wait = store_wait
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
         self.where: tuple[str, int] | None = None  # this detector's (node id, pid), for the tally
+        self.waited = 0.0  # seconds waiting for read and decode, this shard
         if tally is not None:
             import os
 
             import ray
 
             self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
+            threading.Thread(target=self._heartbeat, args=(born, devices), daemon=True,
+                             name="detectionjob-heartbeat").start()
+
+    def _heartbeat(self, born: float, devices: float) -> None:
+        """Tell the tally every few seconds that this detector (and its devices) is still here."""
+        while True:
+            self.tally.actor_alive.remote(*self.where, devices, born)
+            time.sleep(HEARTBEAT)
 
     def _batch(self, shard: str, uri: str) -> None:
         """Tell the tally a mini-batch starts (the stall watchdog's clock; inference.watchdog)."""
@@ -113,10 +128,13 @@ class ShardStage:
             return load_uris(uris, self._locate)
 
         first = pending.result if pending is not None else again
+        t0 = time.monotonic()
         try:
             return first()
         except StoreDown:
             return patiently(again, self.store_wait, lambda: self._batch(shard, uris[0]))
+        finally:
+            self.waited += time.monotonic() - t0
 
     def _output(self, work: Callable[[], T]) -> T:
         """``work()`` on the output store, waited for like the input's (between mini-batches: the
@@ -196,7 +214,8 @@ class ShardStage:
                 row["skipped"] = kept.num_rows
         if state == "done":
             return {**row, "skipped": len(uris), "images": 0, "failed": 0, "detections": 0,
-                    "per_class": "{}", "first_error": None, "timed_out": 0}
+                    "per_class": "{}", "first_error": None, "timed_out": 0, "busy_seconds": 0.0,
+                    "wait_seconds": 0.0}
         name = f"{ATTEMPTS_DIR}/{shard}.json"
         marker = self._output(partial(read_json, self.out, name)) or {"attempt": 0, "deaths": {}}
         if marker.get("current"):  # the worker died on this image last time
@@ -207,11 +226,13 @@ class ShardStage:
         # A worker died on this shard twice: a lost node is common (spot instances), so the first
         # retry goes at full speed; after that, one image at a time to find the file that kills.
         careful = marker["attempt"] > CAREFUL_AFTER
+        busy_before, self.waited = self.detector.clock.total(), 0.0
         fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(shard, uris)
         whole = pa.concat_tables([kept, fresh]) if kept is not None else fresh
         self._output(partial(write_part, self.out, shard, whole))
         self._output(partial(clear_attempt, self.out, shard))
-        row.update(shard_stats(fresh))
+        row.update(shard_stats(fresh), busy_seconds=self.detector.clock.total() - busy_before,
+                   wait_seconds=self.waited)
         row["samples"] = json.dumps(candidates(fresh, self.samples))
         return row
 

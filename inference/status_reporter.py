@@ -38,6 +38,24 @@ def progress_patch(done: int, total: int, failed: int, stalled: str | None = Non
                                     "updateTime": stamp}}}
 
 
+def finish_patch(summary: dict[str, Any]) -> dict[str, Any]:
+    """``status`` fields from a finished run's summary: device use, evaluation."""
+    def pick(source: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+        return {ours: source[theirs] for ours, theirs in fields.items() if source.get(theirs) is not None}
+
+    patch: dict[str, Any] = {}
+    use = pick(summary, {"busyFraction": "busy_fraction", "imagesPerDeviceHour": "images_per_device_hour",
+                         "deviceSeconds": "device_seconds", "estimatedCost": "estimated_cost"})
+    if use:
+        patch["progress"] = use
+    evaluation = pick(summary.get("evaluation") or {}, {"map": "map", "map50": "map_50",
+                                                        "annotations": "annotations", "report": "report",
+                                                        "error": "error"})
+    if evaluation:
+        patch["evaluation"] = evaluation
+    return patch
+
+
 class StatusReporter:
     """``reporter(done, total, failed, stalled=None)``: throttled, best-effort status.progress
     updates; a change of ``stalled`` is sent at once."""
@@ -73,6 +91,19 @@ class StatusReporter:
                     return
                 self._flush()
         except Exception as exc:  # noqa: BLE001 - progress must never break the job
+            self._log(exc)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """The run's device use (``inference.efficiency``) into ``status.progress`` and its
+        evaluation (``--evaluate-annotations``) into ``status.evaluation``, once."""
+        patch = finish_patch(summary)
+        if not patch:
+            return
+        try:
+            self._client().patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": patch},
+                _content_type=MERGE_PATCH, _request_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001
             self._log(exc)
 
     def close(self) -> None:

@@ -32,6 +32,8 @@ class Summary:
     parts: int = 0
     timed_out: int = 0
     threads: set[int] = field(default_factory=set)  # torch threads of the actors that detected
+    busy_seconds: float = 0.0  # in the detectors' forward passes
+    wait_seconds: float = 0.0  # detectors waiting for their next mini-batch
 
     def add(self, stats: pa.Table) -> None:
         for row in stats.to_pylist():
@@ -45,6 +47,8 @@ class Summary:
             self.detections += row["detections"]
             self.parts += row["images"] > 0
             self.timed_out += row.get("timed_out") or 0
+            self.busy_seconds += row.get("busy_seconds") or 0.0
+            self.wait_seconds += row.get("wait_seconds") or 0.0
             if row["images"] and row.get("torch_threads"):
                 self.threads.add(row["torch_threads"])
             self.per_class.update(json.loads(row["per_class"]))

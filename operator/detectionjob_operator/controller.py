@@ -92,7 +92,26 @@ def _write(dj: Mapping[str, Any], obs: st.Observation, event: EventFn, *, create
     before = kube.update_status(meta["namespace"], meta["name"], compute, current=dj)
     if before is not None:
         _transition(before, before.get("status"), applied, event)
+        _condition_events(before, (before.get("status") or {}).get("conditions"), applied["conditions"],
+                          event)
         metrics.set_phase(uid, applied["phase"])
+
+
+def _condition_events(dj: Mapping[str, Any], before: list[Mapping[str, Any]] | None,
+                      after: list[Mapping[str, Any]], event: EventFn) -> None:
+    """Events for the turns of the conditions the running job drives: a stalled batch (Stalled),
+    images completing again (Recovered), the evaluation (Evaluated, EvaluationFailed)."""
+    old = {c.get("type"): c for c in before or ()}
+    for cond in after:
+        was = old.get(cond["type"], {})
+        if (was.get("status"), was.get("reason")) == (cond["status"], cond["reason"]):
+            continue
+        if cond["type"] == st.PROGRESSING and cond["reason"] == st.STALLED:
+            event(dj, "Warning", st.STALLED, cond["message"])
+        elif cond["type"] == st.PROGRESSING and was.get("reason") == st.STALLED:
+            event(dj, "Normal", "Recovered", "images complete again after a stalled batch")
+        elif cond["type"] == st.EVALUATED and cond["reason"] in (st.EVALUATED, st.EVALUATION_FAILED):
+            event(dj, "Normal" if cond["status"] == "True" else "Warning", cond["reason"], cond["message"])
 
 
 def fail(dj: Mapping[str, Any], reason: str, message: str, event: EventFn) -> None:
@@ -255,20 +274,11 @@ def set_suspend(dj: Mapping[str, Any], suspend: bool, event: EventFn) -> None:
 
 
 def follow_progress(dj: Mapping[str, Any], event: EventFn) -> None:
-    """The job writes ``status.progress.stalled`` while its stall watchdog has a stalled batch and
-    clears it once images complete again: ``Progressing`` says so (False, reason Stalled, the
-    job's message), and an Event marks each turn (Warning Stalled, Normal Recovered)."""
+    """The running job wrote ``status.progress.stalled`` (a stalled batch; removed once images
+    complete again) or ``status.evaluation``: the conditions Progressing and Evaluated follow, and
+    :func:`_write` posts an Event on each turn. Nothing is written when they already say it."""
     status = dj.get("status") or {}
-    if status.get("phase") != st.RUNNING or st.is_final(status):
+    if not status.get("phase") or not status.get("rayJobName") or st.is_final(status):
         return
-    stall = st.stalled(status)
-    shown = next((c for c in status.get("conditions") or () if c.get("type") == st.PROGRESSING), {})
-    was_stalled = shown.get("reason") == st.STALLED
-    if shown and stall == (shown.get("message") if was_stalled else None):
-        return  # the condition says it already
-    obs = st.Observation(st.RUNNING, status.get("reason") or "JobRunning", status.get("message") or "")
+    obs = st.Observation(status["phase"], status.get("reason") or "", status.get("message") or "")
     _write(dj, obs, event, created=True)
-    if stall and not was_stalled:
-        event(dj, "Warning", st.STALLED, stall)
-    elif was_stalled and not stall:
-        event(dj, "Normal", "Recovered", "images complete again after a stalled batch")

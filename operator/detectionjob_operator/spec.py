@@ -102,6 +102,7 @@ class DetectionJobSpec:
     active_deadline_seconds: int | None
     backoff_limit: int
     ttl_seconds_after_finished: int
+    evaluation: StorageSpec | None = None  # spec.evaluation.annotations: its Secret reaches the job
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ def _storage(raw: Mapping[str, Any], path: str) -> StorageSpec:
     if sub.startswith("/") or ".." in sub:
         raise SpecError(f"{path}.pvc.path", "must be a relative path without '..'")
     return StorageSpec(claim_name=pvc["claimName"], path=sub.strip("/"), secret_name=secret)
+
+
+def _annotations(raw: Mapping[str, Any] | None) -> StorageSpec | None:
+    if raw is None:
+        return None
+    return StorageSpec(uri=raw["uri"], secret_name=raw.get("secretRef", {}).get("name"))
 
 
 def _workers(raw: Mapping[str, Any]) -> WorkersSpec:
@@ -240,6 +247,7 @@ def parse_spec(raw_spec: Any) -> tuple[DetectionJobSpec, dict[str, Any]]:
         active_deadline_seconds=spec.get("activeDeadlineSeconds"),
         backoff_limit=spec["backoffLimit"],
         ttl_seconds_after_finished=spec["ttlSecondsAfterFinished"],
+        evaluation=_annotations(spec.get("evaluation", {}).get("annotations")),
     )
     quantity(spec["head"]["cpus"], "spec.head.cpus")
     quantity(spec["head"]["memory"], "spec.head.memory")

@@ -42,7 +42,10 @@ QUEUED = "Queued"  # waiting for Kueue: no Pods exist yet
 # watchdog has a stalled batch (``status.progress.stalled``, written by the job), until images
 # complete again.
 PROGRESSING, STALLED, DETECTING = "Progressing", "Stalled", "Detecting"
-CONDITION_TYPES = (CREATED, RUNNING, PROGRESSING, SUSPENDED, SUCCEEDED, FAILED)
+# True once the job evaluated its results against spec.evaluation (``status.evaluation``, written
+# by the job); False with reason EvaluationFailed when it could not.
+EVALUATED, EVALUATION_FAILED = "Evaluated", "EvaluationFailed"
+CONDITION_TYPES = (CREATED, RUNNING, PROGRESSING, EVALUATED, SUSPENDED, SUCCEEDED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,23 @@ def stalled(status: Mapping[str, Any] | None) -> str | None:
     return ((status or {}).get("progress") or {}).get("stalled") or None
 
 
+def evaluated(evaluation: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """The Evaluated condition's (status, reason, message) from ``status.evaluation``."""
+    evaluation = evaluation or {}
+    if evaluation.get("map") is not None:
+        message = (f"mAP {evaluation['map']:.3f}, AP50 {evaluation.get('map50', -1):.3f} against "
+                   f"{evaluation.get('annotations', '')} ({evaluation.get('report', '')})")
+        return "True", EVALUATED, message
+    if evaluation.get("error"):
+        return "False", EVALUATION_FAILED, str(evaluation["error"])
+    return "False", "NotEvaluated", ""
+
+
 def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, created: bool,
-               generation: int | None, timestamp: str,
-               stall: str | None = None) -> list[dict[str, Any]]:
-    """The conditions for ``obs`` (``stall``: the job's stalled-batch message, if any);
-    lastTransitionTime moves only when a status flips."""
+               generation: int | None, timestamp: str, stall: str | None = None,
+               evaluation: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The conditions for ``obs`` (``stall``: the job's stalled-batch message, if any;
+    ``evaluation``: ``status.evaluation``); lastTransitionTime moves only when a status flips."""
     old = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
     result = []
     for ctype in CONDITION_TYPES:
@@ -158,6 +173,8 @@ def conditions(previous: list[Mapping[str, Any]] | None, obs: Observation, *, cr
             value = "True" if running and not stall else "False"
             reason, message = ((STALLED, stall) if running and stall else
                                (DETECTING, "") if running else (obs.phase, ""))
+        elif ctype == EVALUATED:
+            value, reason, message = evaluated(evaluation)
         else:
             value = "True" if obs.phase == ctype else "False"
             reason, message = (obs.reason, obs.message) if value == "True" else (obs.phase, "")
@@ -208,7 +225,7 @@ def patch_for(current: Mapping[str, Any] | None, obs: Observation, *, created: b
         "message": obs.message,
         "conditions": conditions(current.get("conditions"), obs, created=created,
                                  generation=generation, timestamp=timestamp,
-                                 stall=stalled(current)),
+                                 stall=stalled(current), evaluation=current.get("evaluation")),
     }
     if generation is not None:
         patch["observedGeneration"] = generation

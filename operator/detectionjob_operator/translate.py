@@ -271,7 +271,8 @@ def _pod_specs(dj: DetectionJob, options: Options) -> tuple[dict[str, Any], ...]
     """The head's, a worker's and KubeRay's submitter's Pod specs: restricted, with the job's
     credentials (by Secret reference) and volumes where they are needed."""
     spec, workers = dj.spec, dj.spec.workers
-    env_from = _env_from(spec.input.location, spec.output.location)
+    env_from = _env_from(spec.input.location, spec.output.location,
+                         *([spec.evaluation] if spec.evaluation else []))
     volumes, mounts = _volumes(dj)
     head_pod: dict[str, Any] = {"containers": [_container(
         "ray-head", spec.image, {"cpu": spec.head.cpus, "memory": spec.head.memory},

@@ -62,6 +62,19 @@ def stage_images(s3: Any, prefix: str, good: int, bad: bool = True) -> list[str]
     return sorted(keys)
 
 
+def stage_coco(s3: Any, key: str, image_keys: list[str]) -> str:
+    """A COCO instances JSON at ``key``: one ``person`` box per image (what a model finds there
+    does not matter; the job's evaluation of it does). Returns its URI."""
+    doc = {"images": [{"id": i, "file_name": k.rsplit("/", 1)[1], "width": 500, "height": 375}
+                      for i, k in enumerate(image_keys)],
+           "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [40, 30, 200, 250],
+                            "area": 50000.0, "iscrowd": 0} for i in range(len(image_keys))],
+           "categories": [{"id": 1, "name": "person"}]}
+    with s3.filesystem().open_output_stream(f"{s3.bucket}/{key}") as f:
+        f.write(json.dumps(doc).encode())
+    return s3.uri(key)
+
+
 def detectionjob(name: str, namespace: str, image: str, input_uri: str, output_uri: str,
                  secret: str | None = "s3-creds", **spec: Any) -> dict[str, Any]:
     """A DetectionJob sized for the 2-core test node: head 400m + one 1-CPU worker + KubeRay's

@@ -6,6 +6,7 @@ import json
 import time
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from e2etest import (
     CORRUPT_NAME_PREFIX,
@@ -16,6 +17,7 @@ from e2etest import (
     events,
     get_dj,
     get_dj_row,
+    stage_coco,
     stage_images,
     timeline,
     wait_phase,
@@ -43,8 +45,10 @@ def test_detectionjob_apply_to_parquet(platform):
     """apply -> RayJob -> RayCluster -> Pods -> Succeeded; one row per image, progress seen."""
     s3, ns, name = platform.s3, platform.namespace, "voc-e2e"
     keys = stage_images(s3, "voc/in", GOOD)
+    annotations = stage_coco(s3, "voc/instances.json", [k for k in keys if CORRUPT_NAME_PREFIX not in k])
     platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
-    dj = detectionjob(name, ns, platform.worker_image, s3.uri("voc/in/"), s3.uri("voc/out/"))
+    dj = detectionjob(name, ns, platform.worker_image, s3.uri("voc/in/"), s3.uri("voc/out/"),
+                      evaluation={"annotations": {"uri": annotations, "secretRef": {"name": "s3-creds"}}})
     started = time.monotonic()
     platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
 
@@ -80,9 +84,15 @@ def test_detectionjob_apply_to_parquet(platform):
     samples = [f for f in files if f.startswith("_samples/") and f.endswith(".png")]
     assert len(samples) == 4, files
 
-    # Events tell the story: created, running, succeeded.
+    # The job scored its results against the annotations (spec.evaluation): the MAP column.
+    assert "_evaluation.json" in files and "_evaluation/pr_curves.png" in files, files
+    report = json.loads(s3.filesystem().open_input_file(f"{s3.bucket}/voc/out/_evaluation.json").read())
+    assert done["status"]["evaluation"]["map"] == pytest.approx(report["map"]) == summary["evaluation"]["map"]
+    assert float(get_dj_row(platform, name)["MAP"]) == pytest.approx(report["map"], abs=1e-6)
+
+    # Events tell the story: created, running, evaluated, succeeded.
     reasons = [e["reason"] for e in events(platform, name)]
-    for expected in ("RayJobCreated", "JobRunning", "JobSucceeded"):
+    for expected in ("RayJobCreated", "JobRunning", "Evaluated", "JobSucceeded"):
         assert expected in reasons, reasons
 
 

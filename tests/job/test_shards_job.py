@@ -117,7 +117,7 @@ def test_samples_are_the_bottom_k_of_all_rows(ray_runtime, sample_dir, tmp_path)
     expected = [r["path"] for r in candidates(pq.read_table(out), 3)]
     drawn = [Path(p).stem.split("-", 1)[1] for p in summary["samples"]]
     assert drawn == [Path(p).stem for p in expected]
-    assert summary["first_result_seconds"] is not None and summary["listing_seconds"] is not None
+    assert summary["seconds_to_first_detection"] is not None and summary["listing_seconds"] is not None
 
 
 def test_killed_job_resumes_without_losing_or_repeating_rows(ray_runtime, sample_dir, tmp_path):
@@ -179,5 +179,5 @@ def test_detection_starts_before_the_listing_ends(ray_runtime, sample_dir, tmp_p
                             score_threshold=0.0, batch_size=2, shard_size=1))
     feeder.join(timeout=30)
     assert seen_before_close, "no part was written while the listing was still open"
-    assert summary["first_result_seconds"] < summary["listing_seconds"], summary
+    assert summary["seconds_to_first_detection"] < summary["listing_seconds"], summary
     assert sorted(rows_of(out).path) == sorted(str(p) for p in images)

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 from harness.minio import MinioS3
 from harness.procs import free_port
+from harness.s3proxy import S3Proxy
 from jobtest import FAST_MODEL
 
 from inference.store import StoreDown, answers, check, is_network, store_uri
@@ -138,62 +139,6 @@ def test_a_store_that_stays_down_ends_the_job_naming_it(store, sample_dir, tmp_p
     assert summary["status"] == "failed" and summary["reason"].startswith(f"s3://{store.bucket}: did not")
 
 
-class HangingProxy:
-    """An HTTP proxy in front of MinIO that forwards every request (Host and signature unchanged)
-    but never answers one for a key containing ``poison``: an object whose read never returns."""
-
-    def __init__(self, upstream: str, poison: str) -> None:
-        import http.client
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import urlsplit
-
-        released = self.released = threading.Event()
-        target = urlsplit(upstream)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self) -> None:
-                if poison in self.path:
-                    released.wait()  # accepted, never answered (until the test ends)
-                    self.close_connection = True
-                    return
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-                reply = conn.getresponse()
-                data = reply.read()
-                self.send_response_only(reply.status, reply.reason)
-                head = self.command == "HEAD"  # its Content-Length is the object's, kept as it is
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection") and (
-                            head or key.lower() != "content-length"):
-                        self.send_header(key, value)
-                if not head:
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.slow
 @pytest.mark.waits
 def test_an_object_whose_read_never_returns_becomes_an_error_row(store, sample_dir, tmp_path):
@@ -201,7 +146,7 @@ def test_an_object_whose_read_never_returns_becomes_an_error_row(store, sample_d
     not for ever) make it an error row; every other image is detected and the job ends 0."""
     keys = stage(store, sample_dir, 24)
     poison = keys[5]
-    proxy = HangingProxy(store.endpoint_url, poison.rsplit("/", 1)[1])
+    proxy = S3Proxy(store.endpoint_url, hang=poison.rsplit("/", 1)[1])
     out = tmp_path / "out"
     env = {**os.environ, **store.env, "AWS_ENDPOINT_URL": proxy.url, "PYTHONWARNINGS": "ignore"}
     env.pop("RAY_ADDRESS", None)

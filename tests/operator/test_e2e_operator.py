@@ -335,7 +335,8 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
     assert status.get("completionTime") is None
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"RayJobCreated": "True", "Running": "True", "Progressing": "True",
-                          "Suspended": "False", "Succeeded": "False", "Failed": "False"}
+                          "Evaluated": "False", "Suspended": "False", "Succeeded": "False",
+                          "Failed": "False"}
 
     # Progress, from the job's own ServiceAccount (the one the head Pod runs as).
     from detectionjob_operator.translate import reporter_name
@@ -365,6 +366,25 @@ def test_status_follows_rayjob_to_success(kube, api, operator, namespace):
     wait_for("Progressing=True again", lambda: progressing()[:2] == ("True", "Detecting"))
     wait_for("a Recovered Event", lambda: "Recovered" in event_reasons(kube, namespace, name))
     assert "stalled" not in get_dj(api, namespace, name)["status"]["progress"]
+
+    # The end of the run: device use into status.progress, the evaluation (spec.evaluation) into
+    # status.evaluation: the mAP column, the condition Evaluated and an Event.
+    reporter.finish({"busy_fraction": 0.62, "images_per_device_hour": 51000.0, "device_seconds": 353.2,
+                     "evaluation": {"annotations": "s3://gt/voc/", "map": 0.4123, "map_50": 0.6234,
+                                    "report": "s3://out/results/_evaluation.json"}})
+
+    def evaluated() -> dict:
+        conds = {c["type"]: c for c in get_dj(api, namespace, name)["status"]["conditions"]}
+        return conds["Evaluated"]
+
+    wait_for("Evaluated=True", lambda: evaluated()["status"] == "True")
+    assert evaluated()["message"] == ("mAP 0.412, AP50 0.623 against s3://gt/voc/ "
+                                      "(s3://out/results/_evaluation.json)")
+    wait_for("an Evaluated Event", lambda: "Evaluated" in event_reasons(kube, namespace, name))
+    header, row = kube.kubectl("get", "dj", name, "-n", namespace).stdout.splitlines()[:2]
+    assert "MAP" in header.split() and "0.4123" in row.split(), (header, row)
+    progress = get_dj(api, namespace, name)["status"]["progress"]
+    assert (progress["busyFraction"], progress["deviceSeconds"]) == (0.62, 353.2)
     # ... and it can patch nothing else: not another DetectionJob's status, not its own spec.
     apply_dj(kube, make_dj(name="other", namespace=namespace))
     other = StatusReporter(f"{namespace}/other", interval=0, api=job_api)

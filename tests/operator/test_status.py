@@ -82,8 +82,8 @@ def test_conditions_move_only_on_flips():
     done = st.conditions(again, st.Observation("Succeeded", "JobSucceeded", "ok"), created=True,
                          generation=1, timestamp="T3")
     times = {c["type"]: c["lastTransitionTime"] for c in done}
-    assert times == {"RayJobCreated": "T1", "Running": "T3", "Progressing": "T3", "Suspended": "T1",
-                     "Succeeded": "T3", "Failed": "T1"}
+    assert times == {"RayJobCreated": "T1", "Running": "T3", "Progressing": "T3", "Evaluated": "T1",
+                     "Suspended": "T1", "Succeeded": "T3", "Failed": "T1"}
 
 
 def test_progressing_is_false_while_the_job_has_a_stalled_batch():
@@ -261,3 +261,20 @@ def test_a_job_that_cannot_start_work_says_why_as_the_reason(reason, verdict):
         obs = st.observe(rayjob(deployment, job, reason="AppFailed", message=log),
                          user_suspend=False, queue=None)
         assert (obs.phase, obs.reason, obs.message) == ("Failed", reason, verdict)
+
+
+def test_evaluated_follows_the_jobs_evaluation():
+    running = st.Observation("Running", "JobRunning", "runs")
+    first = {c["type"]: c for c in st.conditions(None, running, created=True, generation=1, timestamp="T")}
+    assert (first["Evaluated"]["status"], first["Evaluated"]["reason"]) == ("False", "NotEvaluated")
+    done = st.Observation("Succeeded", "JobSucceeded", "ok")
+    patch = st.patch_for({"evaluation": {"map": 0.25, "map50": 0.5, "annotations": "s3://a/", "report": "r"}},
+                         done, created=True, generation=1, timestamp="T2")
+    cond = {c["type"]: c for c in patch["conditions"]}["Evaluated"]
+    assert (cond["status"], cond["reason"], cond["message"]) == (
+        "True", "Evaluated", "mAP 0.250, AP50 0.500 against s3://a/ (r)")
+    failed = st.patch_for({"evaluation": {"error": "--evaluate-annotations: x: cannot be evaluated: y"}},
+                          done, created=True, generation=1)
+    cond = {c["type"]: c for c in failed["conditions"]}["Evaluated"]
+    assert (cond["status"], cond["reason"]) == ("False", "EvaluationFailed")
+    assert "cannot be evaluated" in cond["message"]

@@ -55,6 +55,7 @@ def test_defaults():
         "num_gpus": 1.0, "workers": "1", "samples": 8, "resume": False, "limit": None,
         "retry_errors": False, "shard_size": 256, "max_failed_fraction": 0.1,
         "list_hidden": False, "allow_empty": False, "batch_timeout": None, "store_wait": 300,
+        "evaluate_annotations": None, "cost_per_device_hour": None,
     }
     env = json.loads(spec["runtimeEnvYAML"])["env_vars"]
     assert env["DETECTIONJOB_STATUS_TARGET"] == "team-a/dj"
