@@ -2,7 +2,7 @@
 # Build (once) and cache the real programs the test suite runs: kube-apiserver,
 # kube-controller-manager, kubectl, etcd and the node's kubelet, kube-scheduler and
 # kube-proxy (one multi-call binary, hack/kube), the KubeRay operator with its CRDs,
-# helm, MinIO and CoreDNS. See hack/README.md.
+# helm, MinIO, fake-gcs-server (a GCS emulator) and CoreDNS. See hack/README.md.
 #
 # Usage:
 #   bash hack/build-binaries.sh          build what is missing, print NAME=PATH lines
@@ -37,6 +37,8 @@ COREDNS_MODULE=github.com/coredns/coredns
 COREDNS_VERSION=v1.15.0        # the test node's cluster DNS (KubeRay reaches heads by Service name)
 KUEUE_MODULE=sigs.k8s.io/kueue
 KUEUE_VERSION=v0.17.0          # job queueing (tests/harness/kueue.py); CRDs + webhooks from the module
+FAKE_GCS_MODULE=github.com/fsouza/fake-gcs-server
+FAKE_GCS_VERSION=v1.56.1       # the GCS emulator (tests/harness/gcs.py)
 GO_BIN_DIR=/usr/local/go/bin
 
 CACHE=${DETECTIONJOB_BIN_CACHE:-$HOME/.cache/detectionjob}
@@ -83,6 +85,7 @@ HELM_DIR="$CACHE/helm-$HELM_VERSION"
 MINIO_DIR="$CACHE/minio-$MINIO_VERSION"
 COREDNS_DIR="$CACHE/coredns-$COREDNS_VERSION"
 KUEUE_DIR="$CACHE/kueue-$KUEUE_VERSION"
+FAKE_GCS_DIR="$CACHE/fake-gcs-server-$FAKE_GCS_VERSION"
 
 declare -A PROGRAMS=(
   [kube-apiserver]="$KUBE_DIR/kube-apiserver"
@@ -100,9 +103,10 @@ declare -A PROGRAMS=(
   [coredns]="$COREDNS_DIR/coredns"
   [kueue]="$KUEUE_DIR/kueue"
   [kueue-crds]="$KUEUE_DIR/crds"
+  [fake-gcs-server]="$FAKE_GCS_DIR/fake-gcs-server"
 )
 ORDER=(kube-apiserver kube-controller-manager kubectl etcd kubelet kube-scheduler kube-proxy
-       ray-operator kuberay-crds kuberay-samples helm minio coredns kueue kueue-crds)
+       ray-operator kuberay-crds kuberay-samples helm minio coredns kueue kueue-crds fake-gcs-server)
 
 print_paths() {
   local missing=0 name
@@ -197,6 +201,10 @@ build_minio() {
   GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$MINIO_MODULE@$MINIO_VERSION"
 }
 
+build_fake_gcs() {
+  GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$FAKE_GCS_MODULE@$FAKE_GCS_VERSION"
+}
+
 build_coredns() {
   GOBIN="$OUT" nice -n 10 go install "${GOBUILD_FLAGS[@]}" "$COREDNS_MODULE@$COREDNS_VERSION"
 }
@@ -222,5 +230,6 @@ run_cached "$HELM_DIR" build_helm
 run_cached "$MINIO_DIR" build_minio
 run_cached "$COREDNS_DIR" build_coredns
 run_cached "$KUEUE_DIR" build_kueue
+run_cached "$FAKE_GCS_DIR" build_fake_gcs
 log "done in $((SECONDS - total)) s; cache $CACHE is $(du -sh "$CACHE" | cut -f1)"
 print_paths

@@ -14,6 +14,7 @@ PHRASES: dict[str, str] = {
     "InputNotReadable": ": cannot be listed: ",
     "StoreUnreachable": ": did not answer for ",
     "EvaluationFailed": ": cannot be evaluated: ",
+    "CredentialsNotFound": ": no credentials found",
 }
 
 

@@ -37,7 +37,7 @@ class Location:
         return posixpath.join(self.path, *parts)
 
 
-def _flag(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
@@ -59,7 +59,7 @@ def _s3_options(query: dict[str, list[str]]) -> dict[str, object]:
     region = q.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    if _flag(q.get("anonymous")):
+    if truthy(q.get("anonymous")):
         kwargs["anonymous"] = True
     elif os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
@@ -78,12 +78,25 @@ def _s3(options: dict[str, object]) -> pafs.S3FileSystem:
 
 
 def _gcs(anonymous: bool) -> pafs.GcsFileSystem:
-    return pafs.GcsFileSystem(anonymous=anonymous,
+    """GCS with Google's default credentials, or none (``anonymous``). With
+    ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` (``http://HOST:PORT``) every request goes to that emulator,
+    without credentials, as google-cloud-cpp's own default does there: pyarrow would still look them
+    up. The endpoint is carried by the filesystem object, to Ray's workers too."""
+    kwargs: dict[str, object] = {}
+    emulator = os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT")
+    if emulator:
+        parts = urlsplit(emulator)
+        anonymous = True
+        kwargs.update(scheme=parts.scheme or "http", endpoint_override=parts.netloc or parts.path)
+    return pafs.GcsFileSystem(anonymous=anonymous, **kwargs,
                               retry_time_limit=timedelta(seconds=ATTEMPTS * REQUEST_TIMEOUT))
 
 
 def resolve(uri: str, option: str = "--input") -> Location:
-    """Map a URI to a :class:`Location`; raise :class:`UriError` naming ``option`` if unusable."""
+    """Map a URI to a :class:`Location`; raise :class:`UriError` naming ``option`` if unusable.
+
+    A ``gs://`` location read with default credentials is usable only once they are found, within
+    :func:`credentials_timeout` (:func:`check_gcs_credentials`)."""
     if not uri or not uri.strip():
         raise UriError(f"{option}: empty URI")
     parts = urlsplit(uri)
@@ -99,8 +112,13 @@ def resolve(uri: str, option: str = "--input") -> Location:
         options = _s3_options(query)
         return Location(_s3(options), bucket_path, "s3", tuple(sorted(options.items())))
     if scheme in ("gs", "gcs"):
-        anonymous = _flag(query.get("anonymous", [""])[-1])
-        return Location(_gcs(anonymous), bucket_path, "gs")
+        anonymous = truthy(query.get("anonymous", [""])[-1])
+        loc = Location(_gcs(anonymous), bucket_path, "gs")
+        if not anonymous:
+            from inference.credentials import check_gcs_credentials  # it builds on this module
+
+            check_gcs_credentials(loc.fs, loc.path, loc.uri(loc.path), option)
+        return loc
     raise UriError(
         f"{option}: unsupported scheme {scheme!r} in {uri!r} (use a path, local://, s3:// or gs://)"
     )

@@ -32,6 +32,7 @@ NAMES = (
     "kueue",
     "kueue-crds",
     "coredns",
+    "fake-gcs-server",
 )
 
 

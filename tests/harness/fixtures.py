@@ -38,6 +38,13 @@ Fixtures:
     ``.filesystem()`` (``pyarrow.fs.S3FileSystem``). The ``.env`` variables are
     set in ``os.environ`` for the whole session and restored afterwards.
 
+``gcs`` -> :class:`harness.gcs.FakeGcs`
+    fake-gcs-server (a real GCS emulator, JSON API over HTTP) with ``.bucket`` (created for the
+    session), ``.endpoint_url``, ``.env`` (``CLOUD_STORAGE_EMULATOR_ENDPOINT`` and the metadata-server
+    variables pointed at a closed loopback port), ``.filesystem()`` (``pyarrow.fs.GcsFileSystem``),
+    ``.uri(key)`` and ``.buckets()``. The ``.env`` variables are set in ``os.environ`` for the whole
+    session and restored afterwards.
+
 ``cluster`` -> :class:`Cluster` (``.kube``, ``.node``); ``node`` -> its ``.node``
     A second, separate control plane started with ``node_mode=True`` (apiserver
     on every address, advertising the host IP) plus a :class:`harness.node.Node`:
@@ -65,6 +72,7 @@ import pytest
 
 from . import procs
 from .binaries import BinariesMissing
+from .gcs import FakeGcs
 from .kube import KubeControlPlane
 from .kuberay import KubeRay
 from .kueue import Kueue
@@ -81,11 +89,12 @@ __all__ = [
     "kube",
     "kuberay",
     "minio_s3",
+    "gcs",
     "node",
     "pytest_runtest_makereport",
 ]
 
-HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3", "cluster", "node", "kueue"})
+HARNESS_FIXTURES = frozenset({"kube", "kuberay", "minio_s3", "gcs", "cluster", "node", "kueue"})
 
 
 def start_component(component, what: str):
@@ -190,6 +199,17 @@ def minio_s3(harness_workdir) -> Iterator[MinioS3]:
             yield s3
     finally:
         s3.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs(harness_workdir) -> Iterator[FakeGcs]:
+    """A real GCS emulator with a fresh bucket; its ``env`` set in os.environ. See module docstring."""
+    emulator = start_component(FakeGcs(harness_workdir / "logs"), "fake-gcs-server")
+    try:
+        with emulator.exported():
+            yield emulator
+    finally:
+        emulator.stop()
 
 
 @pytest.hookimpl(wrapper=True)

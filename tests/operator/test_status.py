@@ -248,6 +248,13 @@ def test_a_container_that_cannot_start_wins_over_an_unschedulable_pod():
                           "ACCESS_DENIED during PutObject operation: Access Denied"),
     ("InputNotReadable", "detectionjob run: error: --input: s3://imgs/in: cannot be listed: AWS Error "
                          "NO_SUCH_BUCKET during ListObjectsV2 operation"),
+    ("CredentialsNotFound", "detectionjob run: error: --input: gs://imgs/in: no credentials found within "
+                            "30 s (tried GOOGLE_APPLICATION_CREDENTIALS: unset, ...)"),
+    ("StoreUnreachable", "detectionjob run: failed: s3://imgs: did not answer for 300 s (--store-wait); "
+                         "last error: ... curlCode: 7, Could not connect to server (the shards finished "
+                         "before are written; see _summary.json)"),
+    ("EvaluationFailed", "detectionjob run: failed: --evaluate-annotations: s3://gt/x.json: cannot be "
+                         "evaluated: --results and --annotations have no image in common ..."),
 ])
 def test_a_job_that_cannot_start_work_says_why_as_the_reason(reason, verdict):
     """The job's own one-line error (built from inference.reasons, like this expectation) becomes
