@@ -4,8 +4,8 @@
 # kube-proxy, KubeRay, helm, MinIO, CoreDNS), install the node's runtime (containerd, runc, CNI,
 # docker.io, debootstrap: Debian packages), build our images, and run pytest three times, side by
 # side: the tests marked `waits` (from the start), the end-to-end tests (marker e2e: real Pods on
-# the test node; once images and binaries are built), and everything else. Extra arguments go to
-# every pytest run, e.g. `bash hack/test.sh -x`.
+# the test node; once images and binaries are built), and everything else (on two workers). Extra
+# arguments go to every pytest run, e.g. `bash hack/test.sh -x`.
 # DETECTIONJOB_E2E=0 skips the node, the images and the e2e run (a machine without root/apt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +78,9 @@ ruff check .
 [[ -z $e2e_pid ]] || touch "$ready"
 t=$(date +%s)
 set +e
-python3 -m pytest -m "not e2e and not waits" "$@"
+# Two workers (pytest-xdist), each taking whole files as it gets free: the job tests mostly wait on
+# Ray's start-up and the model's load, and one pytest left a core idle most of the time.
+python3 -m pytest -m "not e2e and not waits" -n 2 --dist loadfile "$@"
 rc=$?
 echo "== pytest (not e2e): $(( $(date +%s) - t ))s (exit $rc)"
 rc_e2e=0
