@@ -3,38 +3,31 @@
 # binaries (kube-apiserver, etcd, kube-controller-manager, kubectl, kubelet, kube-scheduler,
 # kube-proxy, KubeRay, helm, MinIO, CoreDNS), install the node's runtime (containerd, runc, CNI,
 # docker.io, debootstrap: Debian packages), build our images, and run pytest three times, side by
-# side: the tests marked `waits` (from the start), the end-to-end tests (marker e2e: real Pods on
-# the test node; once images and binaries are built), and everything else (on two workers). Extra
-# arguments go to every pytest run, e.g. `bash hack/test.sh -x`.
+# side: the end-to-end tests (marker e2e: real Pods on the test node; once images and binaries are
+# built), the tests marked `waits` (once the binaries are built), and everything else. Extra arguments go to
+# every pytest run, e.g. `bash hack/test.sh -x`.
 # DETECTIONJOB_E2E=0 skips the node, the images and the e2e run (a machine without root/apt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 e2e=${DETECTIONJOB_E2E:-1}
-bash hack/install.sh --test
-echo "== install: $(( $(date +%s) - start ))s"
-# The tests marked `waits` (minutes of a job waiting on a stall bound, little CPU) run in a pytest
-# of their own from here on, beside the builds and the other runs; their output is printed at the end.
-waits_log=$(mktemp "${TMPDIR:-/tmp}/detectionjob-waits.XXXXXX")
-( set +e
-  trap 'exit 143' TERM
-  t=$(date +%s)
-  python3 -m pytest -m "waits and not e2e" "$@"
-  rc=$?
-  echo "== pytest (waits): $(( $(date +%s) - t ))s (exit $rc)"
-  exit $rc ) >"$waits_log" 2>&1 &
-waits_pid=$!
-stop_waits() {
-  kill -TERM "$waits_pid" 2>/dev/null
-  pkill -TERM -P "$waits_pid" 2>/dev/null
-  wait "$waits_pid" 2>/dev/null
-  cat "$waits_log"
-  rm -f "$waits_log"
+# If this script stops early, it stops the background runs: pytest turns SIGTERM into Ctrl-C
+# (tests/conftest.py), so their fixtures tear everything down; build-images.sh cleans up on TERM.
+e2e_pid="" e2e_log="" ready="" waits_pid="" waits_log=""
+stop_background() {
+  for pid in $e2e_pid $waits_pid; do
+    kill -TERM "$pid" 2>/dev/null
+    pkill -TERM -P "$pid" 2>/dev/null
+  done
+  for pid in $e2e_pid $waits_pid; do wait "$pid" 2>/dev/null; done
+  for log in $e2e_log $waits_log; do [[ -f $log ]] && cat "$log"; done
+  rm -f $e2e_log $ready $waits_log
 }
-trap stop_waits EXIT
+trap stop_background EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-e2e_pid=""
+bash hack/install.sh --test
+echo "== install: $(( $(date +%s) - start ))s"
 if [[ $e2e == 1 ]]; then
   t=$(date +%s)
   bash hack/install-node.sh
@@ -59,28 +52,27 @@ if [[ $e2e == 1 ]]; then
     echo "== pytest (e2e): $(( $(date +%s) - t ))s (exit $rc)"
     exit $rc ) >"$e2e_log" 2>&1 &
   e2e_pid=$!
-  # If this script stops early, stop the background run: pytest turns SIGTERM into Ctrl-C
-  # (tests/conftest.py), so its fixtures tear everything down; build-images.sh cleans up on TERM.
-  stop_e2e() {
-    kill -TERM "$e2e_pid" 2>/dev/null
-    pkill -TERM -P "$e2e_pid" 2>/dev/null
-    wait "$e2e_pid" 2>/dev/null
-    cat "$e2e_log"
-    rm -f "$e2e_log" "$ready"
-    stop_waits
-  }
-  trap stop_e2e EXIT
 fi
 t=$(date +%s)
 bash hack/build-binaries.sh
 echo "== control-plane binaries: $(( $(date +%s) - t ))s"
 ruff check .
 [[ -z $e2e_pid ]] || touch "$ready"
+# The tests marked `waits` (minutes of a job waiting on a stall bound or a slow store, little CPU)
+# run in a pytest of their own from here on (some need MinIO, built above), beside the other runs;
+# their output is printed at the end.
+waits_log=$(mktemp "${TMPDIR:-/tmp}/detectionjob-waits.XXXXXX")
+( set +e
+  trap 'exit 143' TERM
+  t=$(date +%s)
+  python3 -m pytest -m "waits and not e2e" "$@"
+  rc=$?
+  echo "== pytest (waits): $(( $(date +%s) - t ))s (exit $rc)"
+  exit $rc ) >"$waits_log" 2>&1 &
+waits_pid=$!
 t=$(date +%s)
 set +e
-# Two workers (pytest-xdist), each taking whole files as it gets free: the job tests mostly wait on
-# Ray's start-up and the model's load, and one pytest left a core idle most of the time.
-python3 -m pytest -m "not e2e and not waits" -n 2 --dist loadfile "$@"
+python3 -m pytest -m "not e2e and not waits" "$@"
 rc=$?
 echo "== pytest (not e2e): $(( $(date +%s) - t ))s (exit $rc)"
 rc_e2e=0
@@ -91,6 +83,7 @@ if [[ -n $e2e_pid ]]; then
   echo "== waited for the e2e run: $(( $(date +%s) - t ))s; its output:"
   cat "$e2e_log"
   rm -f "$e2e_log" "$ready"
+  e2e_pid="" e2e_log=""
 fi
 t=$(date +%s)
 wait "$waits_pid"

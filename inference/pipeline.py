@@ -19,7 +19,7 @@ from inference.listing import Skip, Unit, plan_manifest, plan_units, skip_for
 from inference.options import RunConfig
 from inference.pool import PoolPlan, parse_workers, plan_pool
 from inference.preflight import check_output, first_image, listing_error, no_images
-from inference.reasons import PHRASES
+from inference.reasons import NOTHING_TO_DO, PHRASES
 from inference.shard_source import ShardSource, Tally
 from inference.shard_stage import ShardStage
 from inference.store import StoreUnreachable
@@ -379,10 +379,11 @@ def _write_failed_summary(dst: Location, summary: Summary, reason: str) -> None:
 def _nothing_to_do(config: RunConfig, src: Location, dst: Location, started: float,
                    console: Console) -> dict:
     """``--allow-empty`` and no image: say so, write the summary, start nothing."""
-    console.note(f"nothing to do: no images under {src.uri(src.path)} (--allow-empty)")
+    message = f"nothing to do: no images under {src.uri(src.path)} (--allow-empty)"
+    console.note(message)
     result = Summary(started=started).as_dict()
     result.update(input=config.input, input_list=config.input_list, output=config.output,
-                  model=config.model, status="succeeded", reason="NothingToDo")
+                  model=config.model, status="succeeded", reason=NOTHING_TO_DO, message=message)
     write_json(dst, SUMMARY_NAME, result)
     return result
 

@@ -18,6 +18,10 @@ PHRASES: dict[str, str] = {
 }
 
 
+# The reason of a run that found no image and was allowed to (--allow-empty): a success.
+NOTHING_TO_DO = "NothingToDo"
+
+
 def reason_of(message: str) -> str | None:
     """The reason whose phrase ``message`` carries, or None."""
     return next((reason for reason, phrase in PHRASES.items() if phrase in message), None)

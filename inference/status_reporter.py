@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from inference.detectionjob_api import GROUP, MERGE_PATCH, PLURAL, VERSION, new_api_client
+from inference.reasons import NOTHING_TO_DO
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def finish_patch(summary: dict[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     use = pick(summary, {"busyFraction": "busy_fraction", "imagesPerDeviceHour": "images_per_device_hour",
                          "deviceSeconds": "device_seconds", "estimatedCost": "estimated_cost"})
+    if summary.get("reason") == NOTHING_TO_DO:  # the DetectionJob's reason on success
+        use["nothingToDo"] = summary.get("message") or NOTHING_TO_DO
     if use:
         patch["progress"] = use
     evaluation = pick(summary.get("evaluation") or {}, {"map": "map", "map50": "map_50",

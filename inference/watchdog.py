@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inference.uris import Location
 from inference.writer import ATTEMPTS_DIR, read_json, write_json
@@ -57,6 +57,7 @@ class Watchdog:
     stalls: int = 0
     pending_recovery: int = 0
     stalled: str | None = None  # the last stall's line, until images complete again
+    killing: dict = field(default_factory=dict)  # kill task (ObjectRef) -> its stall, until done
 
     def check(self, snapshot: dict, final: bool = False) -> list[str]:
         """One round: the lines to print (a recovery seen, stalls found; at the end only the first)."""
@@ -72,19 +73,31 @@ class Watchdog:
         limits = bounds(self.timeout, snapshot.get("batch_p95"))
         if limits is None or final:
             return lines
-        for stall in ray.get(self.tally.take_stalled.remote(*limits), timeout=30):
+        found = ray.get(self.tally.take_stalled.remote(*limits), timeout=30)
+        for stall in found:
             self.note_in_marker(stall)
-            kill = ray.remote(num_cpus=0, max_retries=0)(_kill).options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(stall["node"], soft=False))
-            ray.get(kill.remote(stall["pid"]), timeout=60)
             self.stalls += 1
             self.pending_recovery += 1
             self.stalled = (
                 f"stalled: a detector (pid {stall['pid']}, node {stall['node'][:8]}) has had no result "
                 f"for {stall['seconds']:.0f} s on a batch of shard {stall['shard']} starting with "
-                f"{stall['uri']} (bound {stall['bound']:.0f} s); stopped it: Ray restarts it and the "
+                f"{stall['uri']} (bound {stall['bound']:.0f} s); stopping it: Ray restarts it and the "
                 "shard is tried again")
             lines.append(self.stalled)
+            kill = ray.remote(num_cpus=0, max_retries=0)(_kill).options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(stall["node"], soft=False))
+            self.killing[kill.remote(stall["pid"])] = stall
+        # A kill task may take a while to start on a busy node: it is waited for across rounds,
+        # never given up on (a stall handed out by the tally is not handed out again).
+        done, _ = ray.wait(list(self.killing), num_returns=len(self.killing), timeout=0) \
+            if self.killing else ([], [])
+        for ref in done:
+            stall = self.killing.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - its node is gone, and the process with it
+                lines.append(f"stall watchdog: pid {stall['pid']} on node {stall['node'][:8]} was not "
+                             f"stopped ({type(exc).__name__}): its node is gone, and the process with it")
         return lines
 
     def note_in_marker(self, stall: dict) -> None:

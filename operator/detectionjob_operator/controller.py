@@ -224,6 +224,7 @@ def follow(rayjob: Mapping[str, Any], event: EventFn, *, deleted: bool = False,
     spec = dj.get("spec") or {}
     obs = _with_pods(st.observe(rayjob, user_suspend=bool(spec.get("suspend")),
                                 queue=spec.get("queueName")), namespace, owner["name"])
+    obs = st.told_by_the_job(obs, status)
     fields = st.rayjob_fields(rayjob, obs.phase, status)
     _write(dj, obs, event, created=True, extra=fields)
 

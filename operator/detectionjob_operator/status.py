@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from inference.reasons import reason_of
+from inference.reasons import NOTHING_TO_DO, reason_of
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Succeeded", "Failed", "Suspended")
@@ -109,6 +109,15 @@ def observe(rayjob: Mapping[str, Any], *, user_suspend: bool, queue: str | None)
         where = f"Ray cluster {cluster}" if cluster else "the Ray cluster"
         return Observation(PENDING, "ClusterStarting", f"{where} is starting")
     return Observation(PENDING, CREATED, f"RayJob {name} is created; waiting for KubeRay")
+
+
+def told_by_the_job(obs: Observation, status: Mapping[str, Any] | None) -> Observation:
+    """A success the job itself qualified: it found no image and was allowed to
+    (``spec.input.allowEmpty``): reason NothingToDo, its line (naming the URI) as the message."""
+    note = ((status or {}).get("progress") or {}).get("nothingToDo")
+    if obs.phase == SUCCEEDED and note:
+        return Observation(SUCCEEDED, NOTHING_TO_DO, str(note))
+    return obs
 
 
 def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:

@@ -301,3 +301,30 @@ def test_a_stopped_detector_stalls_then_the_job_recovers(platform):
     assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in paths) == keys
     assert table.column("error").null_count == good, "an image became an error row"
     assert summary["stalls_recovered"] >= 1 and summary["timed_out_images"] == 0
+
+
+def test_a_job_with_no_images_or_an_unwritable_output_says_why(platform):
+    """The job's checks before any work, as the DetectionJob's reason and an Event naming the URI:
+    an empty prefix (Failed, NoImages), the same with spec.input.allowEmpty (Succeeded,
+    NothingToDo), an output bucket that does not exist (Failed, OutputNotWritable)."""
+    s3, ns = platform.s3, platform.namespace
+    platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
+    stage_images(s3, "few/in", 2, bad=False)
+    cases = [
+        ("no-images", s3.uri("empty/in/"), s3.uri("empty/out/"), {}, "Failed", "NoImages",
+         f"no images under {s3.uri('empty/in')}"),
+        ("nothing-to-do", s3.uri("empty/in/"), s3.uri("empty/out2/"), {"input": {"allowEmpty": True}},
+         "Succeeded", "NothingToDo", f"nothing to do: no images under {s3.uri('empty/in')}"),
+        ("not-writable", s3.uri("few/in/"), "s3://no-such-bucket-e2e/out/", {}, "Failed",
+         "OutputNotWritable", "--output: s3://no-such-bucket-e2e/out: not writable: "),
+    ]
+    for name, input_uri, output_uri, extra, phase, reason, words in cases:
+        dj = detectionjob(name, ns, platform.worker_image, input_uri, output_uri, **extra)
+        platform.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+        done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
+        status = done["status"]
+        assert (status["phase"], status["reason"]) == (phase, reason), describe(platform, name)
+        assert words in status["message"], status["message"]
+        told = [e for e in events(platform, name) if e["reason"] == reason]
+        assert told and words in told[-1]["message"], [e["reason"] for e in events(platform, name)]
+        print(f"{name}: {phase} ({reason}) {status['message']}")

@@ -149,3 +149,38 @@ def test_s3_a_missing_output_bucket_and_wrong_keys_are_one_line(minio_s3, sample
     assert done.returncode == 2
     assert one_line_error(done, "--input").startswith(
         f"detectionjob run: error: --input: no images under {empty} matching ")
+
+
+def test_s3_read_allowed_write_refused_is_one_line_before_ray(minio_s3, sample_dir, tmp_path, ray_tmpdir):
+    """A principal that may read but not write (here anyone, by a bucket policy that grants
+    GetObject and ListBucket only): the input lists, the output check's PUT is refused, nothing
+    starts and nothing is left behind."""
+    import boto3
+
+    bucket = f"{minio_s3.bucket}-ro"
+    s3 = boto3.client("s3", endpoint_url=minio_s3.endpoint_url, region_name=minio_s3.region,
+                      aws_access_key_id=minio_s3.access_key, aws_secret_access_key=minio_s3.secret_key)
+    s3.create_bucket(Bucket=bucket)
+    images = sorted(sample_dir.glob("*.jpg"))[:2]
+    try:
+        for p in images:
+            s3.put_object(Bucket=bucket, Key=f"in/{p.name}", Body=p.read_bytes())
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
+             "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+            {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{bucket}"]}]}))
+        out = f"s3://{bucket}/out?anonymous=true"
+        done = detectionjob([*RUN, "--input", f"s3://{bucket}/in?anonymous=true", "--output", out],
+                            ray_tmpdir, tmp_path)
+        assert done.returncode == 2, done.stderr[-2000:]
+        line = one_line_error(done, "--output")
+        assert line.startswith(f"detectionjob run: error: --output: s3://{bucket}/out: not writable: "), line
+        assert "ACCESS_DENIED" in line or "AccessDenied" in line, line
+        assert not ray_started(ray_tmpdir)
+        left = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert sorted(o["Key"] for o in left) == [f"in/{p.name}" for p in images]  # no marker left
+    finally:
+        for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=o["Key"])
+        s3.delete_bucket(Bucket=bucket)

@@ -285,3 +285,16 @@ def test_evaluated_follows_the_jobs_evaluation():
     cond = {c["type"]: c for c in failed["conditions"]}["Evaluated"]
     assert (cond["status"], cond["reason"]) == ("False", "EvaluationFailed")
     assert "cannot be evaluated" in cond["message"]
+
+
+def test_a_job_with_nothing_to_do_succeeds_with_that_reason():
+    from inference.status_reporter import finish_patch
+
+    line = "nothing to do: no images under s3://imgs/2026-12-03 (--allow-empty)"
+    patch = finish_patch({"status": "succeeded", "reason": "NothingToDo", "message": line, "images": 0})
+    assert patch == {"progress": {"nothingToDo": line}}
+    succeeded = st.observe(rayjob("Complete", "SUCCEEDED"), user_suspend=False, queue=None)
+    assert st.told_by_the_job(succeeded, patch) == st.Observation("Succeeded", "NothingToDo", line)
+    assert st.told_by_the_job(succeeded, {"progress": {"done": 3}}) == succeeded
+    running = st.observe(rayjob("Running", "RUNNING"), user_suspend=False, queue=None)
+    assert st.told_by_the_job(running, patch) == running
