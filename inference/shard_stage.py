@@ -108,9 +108,16 @@ class ShardStage:
                              name="detectionjob-heartbeat").start()
 
     def _heartbeat(self, born: float, devices: float) -> None:
-        """Tell the tally every few seconds that this detector (and its devices) is still here."""
-        while True:
-            self.tally.actor_alive.remote(*self.where, devices, born)
+        """Tell the tally every few seconds that this detector (and its devices) is still here.
+        Ends once this worker is disconnected (the pool shutting down): a call then would make
+        Ray start a new cluster of its own from this thread (its auto-init)."""
+        import ray
+
+        while ray.is_initialized():
+            try:
+                self.tally.actor_alive.remote(*self.where, devices, born)
+            except Exception:  # noqa: BLE001 - the tally or this worker is going away
+                return
             time.sleep(HEARTBEAT)
 
     def _batch(self, shard: str, uri: str) -> None:
