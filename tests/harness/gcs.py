@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import socket
 import threading
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .binaries import binary
-from .procs import ManagedProcess, free_port
+from .procs import ManagedProcess, environment, free_port
 
 NAME = "fake-gcs-server"
 
@@ -136,16 +135,8 @@ class FakeGcs:
     def exported(self) -> Iterator[None]:
         """:attr:`env` in ``os.environ`` for the block (pyarrow and Ray's workers read it there);
         the previous values, or their absence, come back after it."""
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
+        with environment(self.env):
             yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def filesystem(self):
         """A ``pyarrow.fs.GcsFileSystem`` for this emulator (no credentials, plain HTTP)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .binaries import binary
-from .procs import ManagedProcess, free_port
+from .procs import ManagedProcess, environment, free_port
 
 
 class MinioS3:
@@ -99,16 +99,8 @@ class MinioS3:
     def exported(self) -> Iterator[None]:
         """``AWS_*`` of this server in ``os.environ`` for the block (pyarrow, boto3 and Ray read
         them there); the previous values, or their absence, come back after it."""
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
+        with environment(self.env):
             yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def filesystem(self, **kwargs):
         """A ``pyarrow.fs.S3FileSystem`` for this server (extra kwargs are passed on)."""

@@ -60,3 +60,15 @@ def detector_processes(under: int) -> dict[int, int]:
         if cmd.startswith("ray::") and "ShardStage" in cmd:
             found[pid] = int(stat.rsplit(")", 1)[1].split()[1])
     return found
+
+
+def one_line_error(done, option: str) -> str:
+    """The run's whole stderr: one line naming ``option``, no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[0].startswith(f"detectionjob run: error: {option}: "), lines[0]
+    return lines[0]
+
+
+def ray_started(ray_tmpdir: str) -> bool:
+    return Path(ray_tmpdir, "ray").exists()

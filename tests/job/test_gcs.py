@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from harness import SilentServer, free_port
-from jobtest import FAST_MODEL, detectionjob
+from jobtest import FAST_MODEL, detectionjob, one_line_error, ray_started
 
 from inference.credentials import CREDENTIALS_TIMEOUT, check_gcs_credentials, credentials_timeout
 from inference.reasons import reason_of
@@ -26,18 +26,6 @@ RUN = ["run", "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "
 BOUND = 5  # DETECTIONJOB_CREDENTIALS_TIMEOUT in the credential tests (the default is 30 s)
 # Starting `python -m inference` (torch, pyarrow) on a loaded 2-core machine, on top of a bound.
 STARTUP = 60
-
-
-def one_line_error(done, option: str) -> str:
-    """The run's whole stderr: one line naming ``option``, no traceback."""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert lines[0].startswith(f"detectionjob run: error: {option}: "), lines[0]
-    return lines[0]
-
-
-def ray_started(ray_tmpdir: str) -> bool:
-    return Path(ray_tmpdir, "ray").exists()
 
 
 def objects(fs: pafs.FileSystem, path: str) -> list[str]:

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from jobtest import FAST_MODEL, detectionjob
+from jobtest import FAST_MODEL, detectionjob, one_line_error, ray_started
 
 from inference.listing import Skip, list_images, skip_for
 from inference.uris import normalize_extensions, resolve
 
 RUN = ["run", "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "0"]
 EXT = normalize_extensions(None)
-
-
-def one_line_error(done, option: str) -> str:
-    """The run's whole stderr: one line naming ``option``, no traceback."""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert lines[0].startswith(f"detectionjob run: error: {option}: "), lines[0]
-    return lines[0]
-
-
-def ray_started(ray_tmpdir: str) -> bool:
-    return Path(ray_tmpdir, "ray").exists()
 
 
 @pytest.mark.parametrize(("files", "seen"), [
