@@ -140,8 +140,9 @@ class RunConfig:
              "fails", metavar="F", check=_within(0, 1), crd="failurePolicy.maxFailedFraction")
     batch_timeout: float | None = option(
         None, "a detector batch (read, decode, detect of `--batch-size` images) taking longer than S "
-              "seconds counts as stalled: its process is stopped, Ray restarts it and the shard is "
-              "tried again; an image that stalls twice alone becomes an error row. `0` turns this off",
+              "seconds, or a detector not heard from for S seconds, counts as stalled: its process is "
+              "stopped, Ray restarts it and the shard is tried again; an image that stalls twice alone "
+              "becomes an error row. `0` turns this off",
         metavar="S", default_text="max(10 × p95 of the batch times, 120 s); a detector's first batch "
                                   "max(3 × that, 600 s)", check=_at_least(0), crd="batchTimeoutSeconds")
     store_wait: float = option(

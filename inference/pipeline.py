@@ -41,7 +41,7 @@ from inference.writer import (
 log = logging.getLogger("detectionjob")
 
 # (done, total, failed) -> None; total is 0 while the listing is still going on.
-# (done, total, failed, stalled): stalled is the stall watchdog's line while a batch is stalled.
+# (done, total, failed, stalled): stalled is the stall watchdog's line while a detector is stalled.
 ProgressCallback = Callable[[int, int, int, str | None], None]
 # Shards a listing task may run ahead of the detectors (Ray Data's default is 2): the total is known
 # early for the progress column, at ~25 KB a shard (256 URIs) of object store per listing task.

@@ -44,8 +44,12 @@ class Tally:
         # Detector actors ((node id, pid) -> started, last heartbeat, devices): device_seconds.
         self.actors: dict[tuple[str, int], dict] = {}
 
-    def actor_alive(self, node: str, pid: int, devices: float, started: float) -> None:
-        self.actors[(node, pid)] = {"started": started, "last": time.time(), "devices": devices}
+    def actor_alive(self, node: str, pid: int, devices: float, started: float,
+                    process: int | None = None) -> None:
+        """A detector's heartbeat; ``process``: its process's start time (the watchdog stops only
+        that process, never a later one given the same pid)."""
+        self.actors[(node, pid)] = {"started": started, "last": time.time(), "devices": devices,
+                                    "process": process}
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
@@ -77,14 +81,26 @@ class Tally:
             self.batches_since_stall += 1
 
     def take_stalled(self, bound: float, first_bound: float) -> list[dict]:
-        """The batches running past their bound, each handed out once (then forgotten: its
-        detector is about to be stopped, and a restarted one reports afresh)."""
+        """The detectors to stop, each handed out once: those whose batch has run past its bound
+        (``silent`` False), and those not heard from (no heartbeat) for as long, in a batch or
+        between batches (``silent`` True: stopped, or ended by the pool; the watchdog tells which).
+        A detector's first batch, or its silence before it finished one, gets ``first_bound``."""
         now, stalled = time.time(), []
         for detector, batch in list(self.running.items()):
             limit = first_bound if batch["first"] else bound
             if now - batch["since"] > limit:
-                stalled.append({**batch, "seconds": now - batch["since"], "bound": limit})
+                stalled.append({**batch, "seconds": now - batch["since"], "bound": limit, "silent": False,
+                                "process": self.actors.get(detector, {}).get("process")})
                 del self.running[detector]
+                self.actors.get(detector, {})["handed"] = True
+        for detector, actor in self.actors.items():
+            limit = bound if detector in self.seasoned else first_bound
+            if not actor.get("handed") and now - actor["last"] > limit:
+                actor["handed"] = True  # until it is heard from again
+                batch = self.running.pop(detector, None) or {"shard": None, "uri": None}
+                stalled.append({"node": detector[0], "pid": detector[1], "shard": batch["shard"],
+                                "uri": batch["uri"], "seconds": now - actor["last"], "bound": limit,
+                                "silent": True, "process": actor["process"]})
         if stalled:
             self.batches_since_stall = 0
         return stalled

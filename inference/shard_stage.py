@@ -14,6 +14,7 @@ when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tr
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from inference.sampling import candidates
 from inference.store import StoreDown, patiently
 from inference.store import check as check_store
 from inference.uris import Location
+from inference.watchdog import process_start
 from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, write_json, write_part
 
 # A file that was being read or detected when its worker process died this many times becomes an
@@ -54,6 +56,7 @@ STATS_SCHEMA = pa.schema([
     pa.field("wait_seconds", pa.float64()),  # waiting for the next mini-batch's images
 ])
 TIMED_OUT = "TimedOut: "
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -108,16 +111,18 @@ class ShardStage:
                              name="detectionjob-heartbeat").start()
 
     def _heartbeat(self, born: float, devices: float) -> None:
-        """Tell the tally every few seconds that this detector (and its devices) is still here.
-        Ends once this worker is disconnected (the pool shutting down): a call then would make
-        Ray start a new cluster of its own from this thread (its auto-init)."""
+        """Tell the tally every few seconds that this detector (and its devices) is still here: a
+        detector not heard from is stopped by the stall watchdog, so one failed beat does not end
+        them. Ends once this worker is disconnected (the pool shutting down): a call then would
+        make Ray start a new cluster of its own from this thread (its auto-init)."""
         import ray
 
+        process = process_start(self.where[1])
         while ray.is_initialized():
             try:
-                self.tally.actor_alive.remote(*self.where, devices, born)
-            except Exception:  # noqa: BLE001 - the tally or this worker is going away
-                return
+                self.tally.actor_alive.remote(*self.where, devices, born, process)
+            except Exception as exc:  # noqa: BLE001 - the tally or this worker is going away
+                log.debug("heartbeat: %s", exc)
             time.sleep(HEARTBEAT)
 
     def _batch(self, shard: str, uri: str) -> None:

@@ -31,7 +31,7 @@ def summary(done: int, total: int) -> str:
 
 def progress_patch(done: int, total: int, failed: int, stalled: str | None = None) -> dict[str, Any]:
     """The merge patch of ``status.progress``; ``stalled`` (the stall watchdog's line while a
-    batch is stalled) is removed again by None."""
+    detector is stalled) is removed again by None."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"status": {"progress": {"done": int(done), "total": int(total),
                                     "failed": int(failed), "summary": summary(done, total),

@@ -4,7 +4,7 @@
 * :func:`follow` - a RayJob it owns changed or vanished: bring the DetectionJob's status along.
 * :func:`set_suspend` - ``spec.suspend`` changed: pass it on to the RayJob.
 * :func:`follow_pod` - a Pod of a job changed: say why it cannot start (image, Secret, scheduling).
-* :func:`follow_progress` - the running job reported a stalled batch, or images completing again:
+* :func:`follow_progress` - the running job reported a stalled detector, or images completing again:
   the ``Progressing`` condition follows, with an Event.
 """
 
@@ -99,7 +99,7 @@ def _write(dj: Mapping[str, Any], obs: st.Observation, event: EventFn, *, create
 
 def _condition_events(dj: Mapping[str, Any], before: list[Mapping[str, Any]] | None,
                       after: list[Mapping[str, Any]], event: EventFn) -> None:
-    """Events for the turns of the conditions the running job drives: a stalled batch (Stalled),
+    """Events for the turns of the conditions the running job drives: a stalled detector (Stalled),
     images completing again (Recovered), the evaluation (Evaluated, EvaluationFailed)."""
     old = {c.get("type"): c for c in before or ()}
     for cond in after:
@@ -109,7 +109,7 @@ def _condition_events(dj: Mapping[str, Any], before: list[Mapping[str, Any]] | N
         if cond["type"] == st.PROGRESSING and cond["reason"] == st.STALLED:
             event(dj, "Warning", st.STALLED, cond["message"])
         elif cond["type"] == st.PROGRESSING and was.get("reason") == st.STALLED:
-            event(dj, "Normal", "Recovered", "images complete again after a stalled batch")
+            event(dj, "Normal", "Recovered", "images complete again after a stall")
         elif cond["type"] == st.EVALUATED and cond["reason"] in (st.EVALUATED, st.EVALUATION_FAILED):
             event(dj, "Normal" if cond["status"] == "True" else "Warning", cond["reason"], cond["message"])
 
@@ -275,7 +275,7 @@ def set_suspend(dj: Mapping[str, Any], suspend: bool, event: EventFn) -> None:
 
 
 def follow_progress(dj: Mapping[str, Any], event: EventFn) -> None:
-    """The running job wrote ``status.progress.stalled`` (a stalled batch; removed once images
+    """The running job wrote ``status.progress.stalled`` (a stalled detector; removed once images
     complete again) or ``status.evaluation``: the conditions Progressing and Evaluated follow, and
     :func:`_write` posts an Event on each turn. Nothing is written when they already say it."""
     status = dj.get("status") or {}

@@ -80,7 +80,7 @@ def follow_pod(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(*DETECTIONJOBS)
 def follow_progress(body: kopf.Body, **_: Any) -> None:
-    """The running job reported a stalled batch or its recovery: the Progressing condition."""
+    """The running job reported a stalled detector or its recovery: the Progressing condition."""
     try:
         _retrying("follow_progress", controller.follow_progress, dict(body), post_event)
     except Exception:  # as follow_rayjob: the next event catches up

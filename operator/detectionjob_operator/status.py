@@ -39,7 +39,7 @@ STUCK_CONTAINER_REASONS = (
 UNSCHEDULABLE = "Unschedulable"
 QUEUED = "Queued"  # waiting for Kueue: no Pods exist yet
 # While Running: True as images complete; False with reason Stalled while the job's stall
-# watchdog has a stalled batch (``status.progress.stalled``, written by the job), until images
+# watchdog has a stalled detector (``status.progress.stalled``, written by the job), until images
 # complete again.
 PROGRESSING, STALLED, DETECTING = "Progressing", "Stalled", "Detecting"
 # True once the job evaluated its results against spec.evaluation (``status.evaluation``, written
@@ -149,7 +149,7 @@ def pod_problem(pods: list[Mapping[str, Any]]) -> Observation | None:
 
 
 def stalled(status: Mapping[str, Any] | None) -> str | None:
-    """The job's own word that a batch is stalled (``status.progress.stalled``), or None."""
+    """The job's own word that a detector is stalled (``status.progress.stalled``), or None."""
     return ((status or {}).get("progress") or {}).get("stalled") or None
 
 

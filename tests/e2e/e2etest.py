@@ -186,6 +186,11 @@ def describe(platform: Any, name: str) -> str:
                  ("get", "events", "--sort-by=.lastTimestamp")):
         proc = platform.kubectl(*args, "-n", ns, check=False)
         parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    got = platform.kubectl("get", "dj", name, "-n", ns, "-o", "jsonpath={.status.rayJobName}", check=False)
+    if got.returncode == 0 and got.stdout:  # the job's own words: its submitter's log
+        args = ("logs", f"job/{got.stdout}", "--tail=80")
+        proc = platform.kubectl(*args, "-n", ns, check=False)
+        parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
     return "\n".join(parts)
 
 

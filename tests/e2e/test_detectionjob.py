@@ -281,9 +281,13 @@ def test_a_stopped_detector_stalls_then_the_job_recovers(platform):
             conds = get_dj(platform, name)["status"].get("conditions") or []
             return next((c for c in conds if c["type"] == "Progressing"), {})
 
-        stall = wait_for("Progressing=False, reason Stalled", lambda: (
-            progressing() if progressing().get("reason") == "Stalled" else None), timeout=300, interval=1)
+        try:
+            stall = wait_for("Progressing=False, reason Stalled", lambda: (
+                progressing() if progressing().get("reason") == "Stalled" else None), timeout=300, interval=1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{describe(platform, name)}") from None
         assert stall["status"] == "False" and "stalled: a detector" in stall["message"], stall
+        print(f"{name}: {stall['message']}")
         done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
     finally:
         for pid in stopped:  # gone once the watchdog ended them; continued if not

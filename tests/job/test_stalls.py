@@ -18,8 +18,11 @@ import pandas as pd
 import pytest
 from jobtest import FAST_MODEL, descendants, detector_processes
 
+from inference.model_config import ModelConfig
 from inference.shard_source import Tally
-from inference.watchdog import bounds
+from inference.shard_stage import ShardStage
+from inference.uris import resolve
+from inference.watchdog import Watchdog, _kill, bounds, process_start
 
 IMAGES = 24
 
@@ -48,6 +51,84 @@ def test_the_tally_hands_out_each_stalled_batch_once():
     assert [s["pid"] for s in tally.take_stalled(100, 500)] == [22]
     assert tally.snapshot()["batches_since_stall"] == 0
     assert tally.snapshot()["batch_p95"] is not None
+
+
+def test_the_tally_hands_out_each_silent_detector_once_until_it_is_heard_from_again():
+    tally = Tally(1)
+    tally.actor_alive("node-a", 11, 1.0, 0.0, 5001)
+    tally.actor_alive("node-b", 22, 1.0, 0.0, 5002)
+    tally.batch_started("node-a", 11, "s1", "/x/1.jpg")
+    tally.batch_finished("node-a", 11)  # seasoned: the bound; node-b has not finished one yet
+    tally.batch_started("node-a", 11, "s1", "/x/2.jpg")
+    assert tally.take_stalled(100, 500) == []
+    for actor in tally.actors.values():
+        actor["last"] -= 200  # neither heard from for 200 s; a's batch is young
+    (silent,) = tally.take_stalled(100, 500)
+    assert (silent["pid"], silent["silent"], silent["process"]) == (11, True, 5001)
+    assert (silent["shard"], silent["uri"], silent["bound"]) == ("s1", "/x/2.jpg", 100)
+    assert tally.running == {} and tally.take_stalled(100, 500) == []  # once, its batch with it
+    tally.actors[("node-b", 22)]["last"] -= 400  # b: past its first bound, between batches
+    (silent,) = tally.take_stalled(100, 500)
+    assert (silent["pid"], silent["shard"], silent["uri"]) == (22, None, None)
+    tally.actor_alive("node-b", 22, 1.0, 0.0, 5002)  # heard from again: watched again
+    tally.actors[("node-b", 22)]["last"] -= 600
+    assert [s["pid"] for s in tally.take_stalled(100, 500)] == [22]
+    assert tally.snapshot()["device_seconds"] > 0  # the heartbeats still count the devices
+
+
+def test_the_stall_watchdog_stops_only_the_process_it_was_told_of():
+    """A pid names a process only with its start time: a pid given again is never stopped."""
+    proc = subprocess.Popen(["sleep", "300"])
+    try:
+        started = process_start(proc.pid)
+        assert started is not None and process_start(os.getpid()) != started
+        assert _kill(proc.pid, started + 1) is False and proc.poll() is None
+        assert _kill(proc.pid, started) is True
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert _kill(proc.pid, started) is False and process_start(proc.pid) is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def test_a_detector_stopped_between_batches_is_found_by_its_silence(ray_runtime, tmp_path):
+    """A detector stopped while it holds no batch (its next shard queued for it, waiting for ever)
+    is stopped once not heard from for the bound; a detector that the pool ended is let be."""
+    ray = ray_runtime
+    tally = ray.remote(Tally).options(num_cpus=0).remote(1)
+    stage = ray.remote(ShardStage).options(num_cpus=0, max_restarts=0)
+    kwargs = {"spec": ModelConfig(FAST_MODEL, "none"), "out": resolve(str(tmp_path), "--output"),
+              "inputs": {}, "batch_size": 1, "tally": tally}
+    stopped, ended = stage.remote(**kwargs), stage.remote(**kwargs)
+    actors = ray.get(tally.__ray_call__.remote(lambda t: dict(t.actors)), timeout=60)
+    deadline = time.monotonic() + 120
+    while len(actors) < 2:
+        assert time.monotonic() < deadline, actors
+        time.sleep(0.5)
+        actors = ray.get(tally.__ray_call__.remote(lambda t: dict(t.actors)), timeout=60)
+    pid_of = {ray.get(a.__ray_call__.remote(lambda s: s.where[1]), timeout=60): a for a in (stopped, ended)}
+    (pid,) = (p for p, a in pid_of.items() if a is stopped)
+    (gone,) = (p for p, a in pid_of.items() if a is ended)
+    watchdog = Watchdog(tally, kwargs["out"], timeout=4)
+    os.kill(pid, signal.SIGSTOP)
+    ray.kill(ended)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while not lines or watchdog.killing:
+            assert time.monotonic() < deadline, (lines, watchdog.killing)
+            lines += watchdog.check({})
+            time.sleep(0.5)
+        assert len(lines) == 1 and watchdog.stalls == 1, lines  # the ended one is not a stall
+        assert lines[0].startswith(f"stalled: a detector (pid {pid}, node "), lines
+        assert "has not been heard from for" in lines[0] and "between batches" in lines[0], lines
+        assert process_start(pid) is None  # stopped for good
+        assert f"pid {gone}," not in lines[0]
+    finally:
+        with_signal(pid, signal.SIGCONT)
+        ray.kill(stopped)
+        ray.kill(tally)
 
 
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
