@@ -192,10 +192,15 @@ def test_operator_lifecycle_with_chart_serviceaccount(kube, install):
                         subresource="status")
     assert not inst.can("get", "secrets", ns, as_=as_reporter)
 
-    # Prometheus metrics on the metrics port.
+    # Prometheus metrics on the metrics port. Unless namespaced, the operator watches every
+    # namespace of a control plane that other tests share: its gauge counts their jobs too.
+    scope = ["-n", ns] if inst.mode == "namespaced" else ["-A"]
+    listed = json.loads(kube.kubectl("get", "detectionjobs", *scope, "-o", "json").stdout)["items"]
+    succeeded = sum(((d.get("status") or {}).get("phase") == "Succeeded") for d in listed)
+    assert succeeded >= 1
     status, text = _http_get(p.metrics_url)
     assert status == 200
-    assert 'detectionjob_jobs{phase="Succeeded"} 1.0' in text, text
+    assert f'detectionjob_jobs{{phase="Succeeded"}} {succeeded:.1f}' in text, (succeeded, text)
     assert "detectionjob_rayjob_create_latency_seconds_count 1.0" in text
     assert "detectionjob_rayjobs_created_total 1.0" in text
     assert "# TYPE detectionjob_reconcile_errors_total counter" in text
