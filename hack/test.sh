@@ -11,11 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 e2e=${DETECTIONJOB_E2E:-1}
-# The runs below share two cores with each other and with the test node's Pods: every torch
-# process has more threads than it gets cores. OpenMP's default spin-wait then burns the other
-# runs' CPU (two jobs at once on this machine: 60-68 CPU-s and 30-35 s spinning, 48-50 CPU-s and
-# 25 s passive). A user's job keeps torch's default.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # If this script stops early, it stops the background runs: pytest turns SIGTERM into Ctrl-C
 # (tests/conftest.py), so their fixtures tear everything down; build-images.sh cleans up on TERM.
 e2e_pid="" e2e_log="" ready="" waits_pid="" waits_log=""
