@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from inference.samples import make_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from jobtest import FAST_MODEL  # noqa: E402
+from jobtest import FAST_MODEL, detectionjob, voc_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +90,32 @@ def ray_tmpdir():
     path = tempfile.mkdtemp(prefix="djray-", dir="/tmp")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One finished ``python -m inference run``, as a user runs it, for several tests to read."""
+
+    done: subprocess.CompletedProcess
+    input: Path  # four images, and the output folder inside them
+    output: Path
+    annotations: Path  # a VOC folder the run evaluated against
+    ray_tmpdir: str  # the run's own Ray temp dir (its processes carry it in their command lines)
+
+
+@pytest.fixture(scope="session")
+def cli_run(sample_dir, tmp_path_factory) -> Iterator[CliRun]:
+    """The command on the four sample images with what a user adds (two samples, an evaluation),
+    its output inside its input, Python's default warnings, stdout and stderr pipes. A job run costs
+    ~25 CPU-s on these 2-core machines: the tests that only read its outputs share this one."""
+    root = tmp_path_factory.mktemp("cli-run")
+    src = root / "in"
+    shutil.copytree(sample_dir, src)
+    annotations = voc_folder(sorted(src.glob("*.jpg")), root / "voc")
+    ray_tmpdir = tempfile.mkdtemp(prefix="djray-", dir="/tmp")
+    out = src / "results"
+    done = detectionjob(["run", "--input", str(src), "--output", str(out), "--model", FAST_MODEL,
+                         "--weights", "none", "--score-threshold", "0", "--samples", "2",
+                         "--evaluate-annotations", str(annotations)], ray_tmpdir, root, warnings=None)
+    yield CliRun(done, src, out, annotations, ray_tmpdir)
+    shutil.rmtree(ray_tmpdir, ignore_errors=True)

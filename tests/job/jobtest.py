@@ -23,6 +23,20 @@ def detectionjob(args: list[str], ray_tmpdir: str, cwd: Path,
                           timeout=600, cwd=cwd, env=full)
 
 
+def voc_folder(images: list[Path], folder: Path) -> Path:
+    """A Pascal VOC annotation per image (320x240): two boxes (a person and a car) each."""
+    folder.mkdir()
+    for i, image in enumerate(images):
+        objects = "".join(
+            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x}</xmin><ymin>20</ymin>"
+            f"<xmax>{x + 90}</xmax><ymax>200</ymax></bndbox></object>"
+            for name, x in (("person", 10 + i), ("car", 150)))
+        (folder / f"{image.stem}.xml").write_text(
+            f"<annotation><filename>{image.name}</filename><size><width>320</width><height>240</height>"
+            f"<depth>3</depth></size>{objects}</annotation>")
+    return folder
+
+
 def _parents() -> dict[int, int]:
     """Every live process on this machine: pid -> parent pid."""
     parents = {}

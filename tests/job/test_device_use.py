@@ -12,11 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from harness.s3proxy import S3Proxy
 from jobtest import FAST_MODEL
 
 from inference.efficiency import HEARTBEAT, BusyClock, advice, device_seconds, device_use
+from inference.model_config import DEFAULT_MODEL, ModelConfig
+from inference.models import build_model
 
 
 def test_device_seconds_count_each_actor_from_its_start_to_its_last_heartbeat():
@@ -101,15 +105,24 @@ def test_images_slow_to_arrive_make_the_run_input_bound(minio_s3, sample_dir, tm
 
 
 @pytest.mark.slow
-def test_a_heavy_model_on_images_at_hand_makes_the_run_model_bound(sample_dir, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i, p in enumerate(sorted(sample_dir.glob("*.jpg")) * 2):
-        shutil.copy(p, src / f"img_{i}.jpg")
-    summary = run_job(["--input", str(src), "--output", str(tmp_path / "out"),
-                       "--model", "fasterrcnn_resnet50_fpn_v2", "--batch-size", "2", "--workers", "1"],
-                      tmp_path)
+def test_the_default_model_on_images_at_hand_is_model_bound(sample_dir, tmp_path):
+    """fasterrcnn_resnet50_fpn_v2 (the default, the seed's model) itself: its rows are real boxes
+    in the image, and on the CPU it is heavy enough that the detector mostly computes."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(sample_dir, src)
+    summary = run_job(["--input", str(src), "--output", str(out), "--score-threshold", "0",
+                       "--batch-size", "2", "--workers", "1"], tmp_path)
+    assert summary["model"] == DEFAULT_MODEL == "fasterrcnn_resnet50_fpn_v2"
     check_numbers(summary)
     assert summary["busy_fraction"] > summary["input_wait_fraction"], summary
     assert summary["advice"].startswith("model-bound: "), summary["advice"]
     assert "estimated_cost" not in summary
+    rows = pd.read_parquet(out)
+    assert len(rows) == 4
+    _, categories = build_model(ModelConfig(weights="none"))
+    for row in rows.itertuples():
+        assert pd.isna(row.error) and row.model == DEFAULT_MODEL
+        boxes = np.array([list(b) for b in row.boxes]).reshape(-1, 4)
+        assert len(boxes) > 0
+        assert (boxes >= 0).all() and (boxes[:, 2] <= 320 + 1e-3).all() and (boxes[:, 3] <= 240 + 1e-3).all()
+        assert list(row.label_names) == [categories[i] for i in row.labels]

@@ -21,20 +21,26 @@ from jobtest import FAST_MODEL, detector_processes
 IMAGES = 24
 
 
-@pytest.fixture
-def cluster() -> Iterator:
-    """A head without CPUs (the driver's node, as on KubeRay) and two 2-CPU worker nodes."""
+@pytest.fixture(scope="module")
+def _cluster() -> Iterator:
+    """A head without CPUs (the driver's node, as on KubeRay), for the module (a start costs ~13 CPU-s)."""
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0,
                                                                     "include_dashboard": False})
-    workers = [c.add_node(num_cpus=2) for _ in range(2)]
     try:
-        yield c, workers
+        yield c, []
     finally:
         c.shutdown()
 
 
+@pytest.fixture
+def cluster(_cluster) -> Iterator:
+    """The module's head and two live 2-CPU worker nodes: a node a test removed is replaced."""
+    c, workers = _cluster
+    workers[:] = [w for w in workers if w in c.worker_nodes]  # remove_node takes it off that list
+    workers.extend(c.add_node(num_cpus=2) for _ in range(2 - len(workers)))  # each waits until registered
+    yield c, list(workers)
 def start_job(c, sample_dir: Path, tmp_path: Path, workers: str = "2") -> tuple[subprocess.Popen, Path, Path]:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

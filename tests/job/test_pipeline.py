@@ -177,19 +177,3 @@ def test_workers_equal_to_cpus_does_not_deadlock(sample_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "capped to 1" in done.stderr
     assert json.loads(done.stdout)["images"] == 4
-
-
-@pytest.mark.slow
-def test_fasterrcnn_resnet50_fpn_v2_itself(ray_runtime, sample_dir, tmp_path):
-    out = tmp_path / "out"
-    summary = run(RunConfig(input=str(sample_dir), output=str(out), weights="none",
-                            score_threshold=0.0, batch_size=2, limit=2))
-    rows = read_rows(out)
-    assert summary["model"] == "fasterrcnn_resnet50_fpn_v2" and len(rows) == 2
-    _, categories = build_model(ModelConfig(weights="none"))
-    for row in rows.itertuples():
-        assert pd.isna(row.error) and row.model == "fasterrcnn_resnet50_fpn_v2"
-        boxes = np.array([list(b) for b in row.boxes]).reshape(-1, 4)
-        assert len(boxes) > 0
-        assert (boxes >= 0).all() and (boxes[:, 2] <= 320 + 1e-3).all() and (boxes[:, 3] <= 240 + 1e-3).all()
-        assert list(row.label_names) == [categories[i] for i in row.labels]

@@ -5,35 +5,12 @@ fails before any work."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-import pytest
 from jobtest import FAST_MODEL, detectionjob
 
 
-def voc_folder(images: list[Path], folder: Path) -> Path:
-    """A Pascal VOC annotation per image: two boxes (a person and a car) each."""
-    folder.mkdir()
-    for i, image in enumerate(images):
-        objects = "".join(
-            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x}</xmin><ymin>20</ymin>"
-            f"<xmax>{x + 90}</xmax><ymax>200</ymax></bndbox></object>"
-            for name, x in (("person", 10 + i), ("car", 150)))
-        (folder / f"{image.stem}.xml").write_text(
-            f"<annotation><filename>{image.name}</filename><size><width>320</width><height>240</height>"
-            f"<depth>3</depth></size>{objects}</annotation>")
-    return folder
-
-
-@pytest.mark.slow
-def test_a_run_evaluates_its_results_as_evaluate_does(sample_dir, tmp_path, ray_tmpdir):
-    src, out = tmp_path / "in", tmp_path / "out"
-    shutil.copytree(sample_dir, src)
-    annotations = voc_folder(sorted(src.glob("*.jpg")), tmp_path / "voc")
-    done = detectionjob(["run", "--input", str(src), "--output", str(out), "--model", FAST_MODEL,
-                         "--weights", "none", "--score-threshold", "0", "--evaluate-annotations",
-                         str(annotations)], ray_tmpdir, tmp_path)
+def test_a_run_evaluates_its_results_as_evaluate_does(cli_run, tmp_path, ray_tmpdir):
+    done, src, out, annotations = cli_run.done, cli_run.input, cli_run.output, cli_run.annotations
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     report = json.loads((out / "_evaluation.json").read_text())
