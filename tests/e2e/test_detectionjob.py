@@ -15,7 +15,7 @@ from e2etest import (
     describe,
     detectionjob,
     events,
-    get_dj,
+    follow,
     get_dj_row,
     stage_coco,
     stage_images,
@@ -148,12 +148,11 @@ def _pods(platform, name: str, group: str) -> list[dict]:
 
 def wait_midway(platform, name: str, total: int) -> str:
     """The PROGRESS column once it shows some but not all of ``total`` images done."""
-    def midway() -> str | None:
-        value = get_dj_row(platform, name)["PROGRESS"]
-        done = int(value.split("/")[0]) if "/" in value else 0
-        return value if 0 < done < total else None
+    def midway(row: dict[str, str]) -> bool:
+        value = row["PROGRESS"]
+        return "/" in value and 0 < int(value.split("/")[0]) < total
 
-    return wait_for(f"{name}: progress between 0 and {total}", midway, timeout=JOB_TIMEOUT, interval=0.5)
+    return follow(platform, name, midway, f"progress between 0 and {total}", JOB_TIMEOUT)["PROGRESS"]
 
 
 def test_worker_pod_force_deleted_mid_job(platform):
@@ -277,15 +276,9 @@ def test_a_stopped_detector_stalls_then_the_job_recovers(platform):
             os.kill(pid, signal.SIGSTOP)
         print(f"{name}: stopped detector(s) {stopped} at progress {seen}")
 
-        def progressing() -> dict:
-            conds = get_dj(platform, name)["status"].get("conditions") or []
-            return next((c for c in conds if c["type"] == "Progressing"), {})
-
-        try:
-            stall = wait_for("Progressing=False, reason Stalled", lambda: (
-                progressing() if progressing().get("reason") == "Stalled" else None), timeout=300, interval=1)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{describe(platform, name)}") from None
+        row = follow(platform, name, lambda row: row["PROGRESSING"] == "Stalled",
+                     "Progressing=False, reason Stalled", 300)
+        stall = {"status": row["PROGRESSING_STATUS"], "message": row["PROGRESSING_MESSAGE"]}
         assert stall["status"] == "False" and "stalled: a detector" in stall["message"], stall
         print(f"{name}: {stall['message']}")
         done = wait_phase(platform, name, ("Succeeded", "Failed"), JOB_TIMEOUT)
