@@ -167,7 +167,7 @@ def _watch_rows(platform: Any, name: str, deadline: float) -> Iterator[dict[str,
     """``kubectl get dj NAME --watch``: the object as it is, then after every change, one row each,
     until the deadline or the watch ends. One streaming kubectl, not a poll: no change is missed
     and nothing runs while nothing changes (a kubectl a second costs ~0.2 of a core here)."""
-    template = '{"\\t"}'.join(FOLLOWED.values()) + '{"\\n"}'
+    template = '{"|"}'.join(FOLLOWED.values()) + '{"\\n"}'  # kubectl turns tabs into spaces
     argv = [str(binary("kubectl")), f"--kubeconfig={platform.kube.kubeconfig}", "get", "dj", name,
             "-n", platform.namespace, "--watch", "-o", f"jsonpath={template}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -184,7 +184,7 @@ def _watch_rows(platform: Any, name: str, deadline: float) -> Iterator[dict[str,
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                cells = line.decode().split("\t")
+                cells = line.decode().split("|", len(FOLLOWED) - 1)  # the message, last, may hold a |
                 yield dict(zip(FOLLOWED, cells + [""] * (len(FOLLOWED) - len(cells)), strict=True))
     finally:
         selector.close()

@@ -158,7 +158,7 @@ def wait_midway(platform, name: str, total: int) -> str:
 def test_worker_pod_force_deleted_mid_job(platform):
     """A worker Pod dies mid-job: KubeRay replaces it, Ray retries, every image exactly once."""
     s3, ns, name = platform.s3, platform.namespace, "lose-worker"
-    good = 240
+    good = 128
     keys = stage_images(s3, "lose/in", good, bad=False)
     platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
     # Shards of 16 on average: losing the worker costs the shard in flight, not the job so far.
@@ -197,7 +197,7 @@ def test_suspend_then_resume_detects_nothing_twice(platform):
     """spec.suspend mid-job deletes the Ray cluster; unsuspended with output.mode resume, the job
     skips every finished shard (their parts untouched) and detects only the rest."""
     s3, ns, name = platform.s3, platform.namespace, "suspend-resume"
-    good = 160
+    good = 96
     keys = stage_images(s3, "susp/in", good, bad=False)
     platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
     dj = detectionjob(name, ns, platform.worker_image, s3.uri("susp/in/"), s3.uri("susp/out/"),
@@ -261,7 +261,7 @@ def test_a_stopped_detector_stalls_then_the_job_recovers(platform):
     import signal
 
     s3, ns, name = platform.s3, platform.namespace, "stall"
-    good = 160
+    good = 96
     keys = stage_images(s3, "stall/in", good, bad=False)
     platform.kubectl("apply", "-f", "-", input=credentials_secret(s3, ns))
     dj = detectionjob(name, ns, platform.worker_image, s3.uri("stall/in/"), s3.uri("stall/out/"),
