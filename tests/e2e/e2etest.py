@@ -203,6 +203,7 @@ def follow(platform: Any, name: str, until: Callable[[dict[str, str]], bool], wh
             watch.rows.append(row)
             if until(row):
                 return row
+        time.sleep(1)  # the watch ended (or kubectl failed at once): start another, not in a busy loop
     raise AssertionError(
         f"DetectionJob {name}: no {what} after {timeout:.0f}s; phases seen {watch.phases}; progress "
         f"seen {watch.progress_values}; last row {watch.rows[-1:]}\n{describe(platform, name)}")
