@@ -23,6 +23,13 @@ def detectionjob(args: list[str], ray_tmpdir: str, cwd: Path,
                           timeout=600, cwd=cwd, env=full)
 
 
+def joining(ray) -> list[str]:
+    """``--ray-address`` of the tests' shared Ray runtime: a job that joins it skips a Ray start of its
+    own (~12 CPU-s on these 2-core machines: Ray's daemons and Ray Data's helper actors). For the
+    tests whose subject is not the local start."""
+    return ["--ray-address", ray.get_runtime_context().gcs_address]
+
+
 def voc_folder(images: list[Path], folder: Path) -> Path:
     """A Pascal VOC annotation per image (320x240): two boxes (a person and a car) each."""
     folder.mkdir()

@@ -15,7 +15,7 @@ import sys
 import termios
 import time
 
-from jobtest import FAST_MODEL, detectionjob
+from jobtest import FAST_MODEL, detectionjob, joining
 
 from inference.console import Console, bar_text, human_summary, progress_text
 
@@ -91,18 +91,18 @@ def test_a_run_in_a_pipe_prints_only_our_lines(cli_run):
     assert lines[-1].startswith("[detectionjob] evaluated against "), done.stderr
 
 
-def test_verbose_brings_rays_own_lines_back(sample_dir, tmp_path, ray_tmpdir):
-    done = detectionjob([*RUN, "-v", "--input", str(sample_dir), "--output", str(tmp_path / "out")],
-                        ray_tmpdir, tmp_path)
+def test_verbose_brings_rays_own_lines_back(ray_runtime, sample_dir, tmp_path, ray_tmpdir):
+    done = detectionjob([*RUN, "-v", "--input", str(sample_dir), "--output", str(tmp_path / "out"),
+                         *joining(ray_runtime)], ray_tmpdir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "streaming_executor" in done.stderr  # Ray Data's plan and "execution finished" lines
 
 
-def test_errors_show_without_verbose(sample_dir, tmp_path, ray_tmpdir):
+def test_errors_show_without_verbose(ray_runtime, sample_dir, tmp_path, ray_tmpdir):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a state_dict")
     done = detectionjob(["run", "--model", FAST_MODEL, "--weights", str(bad), "--input", str(sample_dir),
-                         "--output", str(tmp_path / "out")], ray_tmpdir, tmp_path)
+                         "--output", str(tmp_path / "out"), *joining(ray_runtime)], ray_tmpdir, tmp_path)
     assert done.returncode != 0
     assert "UnpicklingError" in done.stderr  # why the detector could not start
 

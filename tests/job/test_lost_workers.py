@@ -99,26 +99,13 @@ def test_removing_a_node_with_a_detector_loses_nothing(cluster, sample_dir, tmp_
     assert_every_image_once(src, out, summary)
 
 
-def test_detector_threads_are_planned_from_its_node_not_the_cluster(cluster, sample_dir, tmp_path):
-    """Two 2-CPU worker nodes are 4 CPUs in all, but a detector actor runs on one of them: it gets
-    2 torch threads, not 4 (which oversubscribed its node)."""
+def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
+    """The only detector (``--workers auto``: one CPU actor per 8 CPUs, at least one) is killed
+    mid-job; Ray starts it again and nothing is lost. Two 2-CPU worker nodes are 4 CPUs in all, but
+    the detector runs on one of them: before and after, it gets 2 torch threads, not 4 (which
+    oversubscribed its node)."""
     c, _ = cluster
     proc, src, out = start_job(c, sample_dir, tmp_path, workers="auto")
-    try:
-        summary = finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert summary["pool"]["max_size"] == 1  # auto: one CPU actor per 8 CPUs, at least one
-    assert summary["pool"]["torch_threads"] == 2
-    assert summary["torch_threads_used"] == [2]
-    assert_every_image_once(src, out, summary)
-
-
-def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
-    c, _ = cluster
-    proc, src, out = start_job(c, sample_dir, tmp_path)
     try:
         wait_for_parts(proc, out, 2)
         victims = sorted(detector_processes(os.getpid()))
@@ -129,6 +116,9 @@ def test_killing_a_detector_actor_loses_nothing(cluster, sample_dir, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert summary["pool"]["max_size"] == 1
+    assert summary["pool"]["torch_threads"] == 2
+    assert summary["torch_threads_used"] == [2]
     assert_every_image_once(src, out, summary)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from jobtest import FAST_MODEL
+from jobtest import FAST_MODEL, joining
 from PIL import Image
 
 from inference.decode import decode_image
@@ -166,8 +166,7 @@ def test_workers_equal_to_cpus_does_not_deadlock(ray_runtime, sample_dir, tmp_pa
     joining the tests' 2-CPU Ray runtime)."""
     argv = [sys.executable, "-m", "inference", "run", "--input", str(sample_dir),
             "--output", str(tmp_path / "o"), "--model", FAST_MODEL, "--weights", "none", "--workers", "2",
-            "--batch-size", "1",
-            "--ray-address", ray_runtime.get_runtime_context().gcs_address]
+            "--batch-size", "1", *joining(ray_runtime)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "capped to 1" in done.stderr

@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from jobtest import FAST_MODEL, detectionjob, one_line_error, ray_started
+from jobtest import FAST_MODEL, detectionjob, joining, one_line_error, ray_started
 
 from inference.listing import Skip, list_images, skip_for
 from inference.uris import normalize_extensions, resolve
@@ -70,7 +70,7 @@ def test_hidden_folders_and_the_output_are_never_listed(tmp_path):
     assert list_images(src, EXT, skip=skip_for(src, resolve(str(root / "results")), hidden=False)) == got
 
 
-def test_output_inside_the_input_lists_the_same_images_every_run(cli_run, tmp_path, ray_tmpdir):
+def test_output_inside_the_input_lists_the_same_images_every_run(cli_run, ray_runtime, tmp_path, ray_tmpdir):
     """The shared run wrote its output (parts, two sample PNGs) inside its input; run again there."""
     first = cli_run.done
     assert first.returncode == 0, first.stderr[-3000:]
@@ -78,8 +78,8 @@ def test_output_inside_the_input_lists_the_same_images_every_run(cli_run, tmp_pa
     shutil.copytree(cli_run.input, src)
     out = src / cli_run.output.relative_to(cli_run.input)
     assert len(list((out / "_samples").glob("*.png"))) == 2
-    second = detectionjob([*RUN, "--input", str(src), "--output", str(out), "--samples", "2"], ray_tmpdir,
-                          tmp_path)
+    second = detectionjob([*RUN, "--input", str(src), "--output", str(out), "--samples", "2",
+                           *joining(ray_runtime)], ray_tmpdir, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     runs = [json.loads(done.stdout) for done in (first, second)]
     assert runs[0]["listed_images"] == runs[1]["listed_images"] == 4

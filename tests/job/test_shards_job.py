@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from jobtest import FAST_MODEL
+from jobtest import FAST_MODEL, joining
 
 from inference.pipeline import JobFailed, RunConfig, run
 from inference.sampling import candidates
@@ -128,7 +128,7 @@ def test_killed_job_resumes_without_losing_or_repeating_rows(ray_runtime, sample
     copy_images(sample_dir, src, 16)
     argv = [sys.executable, "-m", "inference", "run", "--input", str(src), "--output", str(out),
             "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "0", "--batch-size", "1",
-            "--shard-size", "2", "--ray-address", ray.get_runtime_context().gcs_address]
+            "--shard-size", "2", *joining(ray)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
