@@ -122,13 +122,11 @@ def test_samples_are_the_bottom_k_of_all_rows(ray_runtime, sample_dir, tmp_path)
 
 def test_killed_job_resumes_without_losing_or_repeating_rows(ray_runtime, sample_dir, tmp_path):
     """SIGKILL the driver mid-job (a Pod evicted, a suspended RayJob); --resume completes it."""
-    import ray
-
     src, out = tmp_path / "in", tmp_path / "out"
     copy_images(sample_dir, src, 16)
     argv = [sys.executable, "-m", "inference", "run", "--input", str(src), "--output", str(out),
             "--model", FAST_MODEL, "--weights", "none", "--score-threshold", "0", "--batch-size", "1",
-            "--shard-size", "2", *joining(ray)]
+            "--shard-size", "2", *joining(ray_runtime)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
