@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from inference.allocator import keep_freed_memory
 from inference.decode import decode_image
 from inference.models import ModelConfig, build_model
 
@@ -22,7 +23,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="the malloc thresholds our detector sets (inference.allocator)")
     a = p.parse_args()
+    if a.keep_freed_memory:
+        assert keep_freed_memory()
     torch.set_num_threads(a.threads)
     model, _ = build_model(ModelConfig(a.model, "none", score_threshold=0.5))
     model = model.to(a.device)

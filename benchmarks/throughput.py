@@ -44,14 +44,15 @@ def gib(b: int) -> str:
     return f"{b / 2**30:.2f} GiB"
 
 
-def bare(args, images: Path) -> dict:
-    r = run_measured([sys.executable, str(HERE / "bare_loop.py"), "--images", str(images), "--model",
-                      args.model, "--batch-size", str(args.batch_size)], timeout=args.timeout,
-                     interval=args.memory_interval)
+def bare(args, images: Path, kept: bool = False) -> dict:
+    cmd = [sys.executable, str(HERE / "bare_loop.py"), "--images", str(images), "--model", args.model,
+           "--batch-size", str(args.batch_size)] + (["--keep-freed-memory"] if kept else [])
+    r = run_measured(cmd, timeout=args.timeout, interval=args.memory_interval)
     assert r["rc"] == 0, r["stderr"][-3000:]
     inner = json.loads(r["stdout"].strip().splitlines()[-1])
     return {**r, "images": inner["images"], "rate": inner["images"] / inner["seconds"],
-            "note": "model time only (images pre-decoded, model loaded)"}
+            "note": "model time only (images pre-decoded, model loaded)"
+                    + ("; our detector's malloc thresholds (inference.allocator)" if kept else "")}
 
 
 def reference(args, images: Path, n: int, concurrency: int, timeout: float) -> dict:
@@ -104,7 +105,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2048, help="images (default: %(default)s)")
     p.add_argument("--model", default="fasterrcnn_mobilenet_v3_large_320_fpn")
     p.add_argument("--batch-size", type=int, default=4, help="bare loop and detectionjob batch size")
-    p.add_argument("--modes", default="bare,reference,detectionjob")
+    p.add_argument("--modes", default="bare,reference,detectionjob",
+                   help="of bare, bare-kept (the bare loop with our detector's malloc thresholds), "
+                        "reference, detectionjob (default: %(default)s)")
     p.add_argument("--reference-concurrency", type=int, default=1,
                    help="actor pool size of the reference (2 deadlocks on a 2-CPU machine)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
@@ -126,6 +129,8 @@ def main() -> None:
     bracket = "bare" in modes and len(modes) > 1 and not args.no_bracket
     if "bare" in modes:
         rows["bare PyTorch loop" + (" (first)" if bracket else "")] = bare(args, images)
+    if "bare-kept" in modes:
+        rows["bare PyTorch loop, memory kept"] = bare(args, images, kept=True)
     if "reference" in modes:
         rows["reference Ray Data example"] = reference(args, images, args.n, args.reference_concurrency,
                                                        args.timeout)
@@ -134,7 +139,8 @@ def main() -> None:
     if bracket:
         # This machine's speed drifts over minutes: the floor is the mean of a run before and after.
         rows["bare PyTorch loop (last)"] = bare(args, images)
-    bare_rates = [r["rate"] for name, r in rows.items() if name.startswith("bare")]
+    bare_rates = [r["rate"] for name, r in rows.items() if name.startswith("bare PyTorch loop (")
+                  or name == "bare PyTorch loop"]
     base = sum(bare_rates) / len(bare_rates) if bare_rates else None
 
     print(f"\n{datetime.date.today()} | {versions()}")

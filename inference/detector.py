@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from inference.allocator import keep_freed_memory
 from inference.efficiency import BusyClock
 from inference.models import ModelConfig, build_model
 from inference.output_schema import OUTPUT_SCHEMA
@@ -28,6 +29,7 @@ class Detector:
 
     def __init__(self, spec: ModelConfig, device: str = "cpu", num_threads: int | None = None,
                  precision: str = "fp32") -> None:
+        keep_freed_memory()  # each batch reuses the last one's memory instead of faulting it in again
         if num_threads:
             torch.set_num_threads(num_threads)
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
