@@ -6,7 +6,10 @@ free. A detector frees and reallocates the same large tensors every batch, so ea
 its working memory back in page by page, every page zeroed by the kernel: on the 2-core CPU
 benchmark ~13,000 page faults per image, a quarter of the run's CPU time in the kernel
 (benchmarks/RESULTS.md). With a fixed mmap threshold above any one tensor and a high trim
-threshold, freed blocks stay in the heap and the next batch reuses them.
+threshold, freed blocks stay in the heap and the next batch reuses them. Ray Data runs a detector
+in a thread of its own, whose malloc arena (a 64 MiB heap at a time, unmapped as soon as it is
+empty) predates the detector: a detector actor gets the settings as environment variables, read
+by glibc when the process starts, with one arena for all its threads (:func:`env`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ MMAP_THRESHOLD = 256 * 2**20  # blocks below this come from the heap, and stay t
 TRIM_THRESHOLD = 2**30  # free memory at the heap's top kept for the next batch, at most
 
 log = logging.getLogger(__name__)
+
+
+def env() -> dict[str, str]:
+    """The same thresholds, and one malloc arena, for a process about to start (a Ray worker)."""
+    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 
 
 def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:

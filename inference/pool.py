@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from inference import allocator
+
 
 class WorkersError(ValueError):
     """A ``--workers`` value that cannot be parsed; the message names the option."""
@@ -52,8 +54,9 @@ class PoolPlan:
         At nice 15 every wake-up of the driver and Ray's daemons preempts the model's OpenMP threads,
         and OpenMP started with one thread stays slower after ``torch.set_num_threads``: together
         about 7 % of a 2-core machine's throughput (benchmarks/RESULTS.md). The detector is the job.
+        And glibc's malloc keeps the memory a batch frees for the next one (:mod:`inference.allocator`).
         """
-        return {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": str(self.torch_threads)}
+        return {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": str(self.torch_threads), **allocator.env()}
 
 
 def plan_pool(

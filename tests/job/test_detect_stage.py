@@ -56,18 +56,32 @@ def test_detector_actor_runs_at_nice_0_with_its_openmp_threads(ray_runtime, cpus
     assert plan.torch_threads == cpus  # one CPU actor below 8 CPUs
 
     class Probe:  # local, so Ray pickles it by value (this module does not import on workers)
-        """What a detector actor's process sees: its niceness and OpenMP threads."""
+        """What a detector actor's process sees: its niceness and OpenMP threads, and whether the
+        thread Ray Data runs it in (not the main thread) gets large blocks back from malloc without
+        faulting them in anew (inference.allocator): page faults per round of two 40 MiB blocks
+        allocated, written and freed (two: a thread's second 64 MiB heap is the one glibc unmaps)."""
 
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {"nice": np.array([os.nice(0)]), "omp": np.array([os.environ.get("OMP_NUM_THREADS", "")])}
+            import resource
+
+            blocks = [bytearray(40 << 20), bytearray(40 << 20)]  # zero-filled: every page written
+            del blocks
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(4):
+                blocks = [bytearray(40 << 20), bytearray(40 << 20)]
+                del blocks
+            faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4
+            return {"nice": np.array([os.nice(0)]), "omp": np.array([os.environ.get("OMP_NUM_THREADS", "")]),
+                    "refaulted": np.array([faults > (40 << 20) // 4096 // 2])}
 
     def probe(**remote_args):
         return ray.data.range(1).map_batches(Probe, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1),
                                              num_cpus=1, **remote_args).take_all()[0]
 
     # Control: Ray's defaults, which the detector's environment exists to change.
-    assert probe() == {"nice": 15, "omp": "1"}
-    assert probe(runtime_env={"env_vars": plan.env_vars()}) == {"nice": 0, "omp": str(plan.torch_threads)}
+    assert probe() == {"nice": 15, "omp": "1", "refaulted": True}
+    assert probe(runtime_env={"env_vars": plan.env_vars()}) == {"nice": 0, "omp": str(plan.torch_threads),
+                                                               "refaulted": False}
 
 
 def test_shard_stage_writes_the_detectors_rows_as_the_shards_part(sample_dir, tmp_path):
