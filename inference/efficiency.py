@@ -49,6 +49,10 @@ class BusyClock:
         else:
             self.seconds += time.perf_counter() - self._t0
 
+    def reset(self) -> None:
+        """Forget the passes so far (a probe's, before the job's own)."""
+        self.seconds, self._pending = 0.0, []
+
     def _collect(self, wait: bool = False) -> None:
         kept = []
         for begin, end in self._pending:

@@ -19,6 +19,8 @@ from inference.model_config import DEFAULT_MODEL, ModelConfig, ModelError, unkno
 from inference.pool import parse_workers
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+AUTO_BATCH_CAP = 64  # `--batch-size auto` tries 1, 2, 4, ... up to this many VOC-sized images
+AUTO_BATCH_CPU = 4  # `--batch-size auto` on a CPU, where memory is not what limits a batch
 #: What ``--extensions`` (and a DetectionJob's ``spec.input.fileExtensions``) default to.
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")
 
@@ -55,6 +57,10 @@ def _within(low: float, high: float) -> Callable[[Any], str | None]:
 
 def _num_gpus(value: str) -> float | None:
     return None if value.lower() == "auto" else float(value)
+
+
+def _batch_size(value: str) -> int | None:
+    return None if value.lower() == "auto" else int(value)
 
 
 def _extensions(value: str) -> list[str]:
@@ -106,8 +112,11 @@ class RunConfig:
     score_threshold: float = option(
         0.5, "keep boxes scoring at least F (also set inside the model, whose own default is 0.05)",
         metavar="F", check=_within(0, 1), crd="model.scoreThreshold")
-    batch_size: int = option(4, "images per detector call", metavar="N", check=_at_least(1),
-                             crd="batchSize")
+    batch_size: int | None = option(
+        4, "images per detector call; `auto`: the largest that fits the GPU (1, 2, 4, ... up to "
+           f"{AUTO_BATCH_CAP} VOC-sized images, found at start; {AUTO_BATCH_CPU} on a CPU). A batch "
+           "that runs the GPU out of memory is halved and retried, and later ones cut to that size",
+        metavar="N|auto", parse=_batch_size, check=_at_least(1), crd="batchSize")
     num_gpus: float | None = option(
         None, "GPUs per detector actor (`0.5` packs two per GPU); `auto` = 1 when Ray sees GPUs, "
               "else CPU", metavar="G", default_text="`auto`", parse=_num_gpus, check=_at_least(0))

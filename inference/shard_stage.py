@@ -51,6 +51,7 @@ STATS_SCHEMA = pa.schema([
     pa.field("samples", pa.string()),  # JSON [row, ...]
     pa.field("first_error", pa.string()),
     pa.field("torch_threads", pa.int64()),  # the detector's, on the node it ran on
+    pa.field("batch_size", pa.int64()),  # the detector's (``--batch-size auto``: what it chose)
     pa.field("timed_out", pa.int64()),  # error rows of images that stalled MAX_DEATHS times
     pa.field("busy_seconds", pa.float64()),  # in the forward pass (inference.efficiency)
     pa.field("wait_seconds", pa.float64()),  # waiting for the next mini-batch's images
@@ -86,7 +87,7 @@ def _gave_up(uri: str, deaths: int, marker: dict) -> str:
 class ShardStage:
     """Ray Data callable class: the model is built once in ``__init__``; one shard per call."""
 
-    def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int,
+    def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int | None,
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
                  precision: str = "fp32", store_wait: float = 300.0, devices: float = 1.0) -> None:
         born = time.time()  # the device is held from here, model load included
@@ -96,7 +97,9 @@ class ShardStage:
         self.threads = threads_on_this_node(num_threads)
         self.detector = Detector(spec, device=device, num_threads=self.threads, precision=precision)
         self.out, self.inputs = out, dict(inputs)
-        self.batch_size, self.samples, self.tally = batch_size, samples, tally
+        # None: ``--batch-size auto``, the largest batch that fits this detector's device
+        self.batch_size = batch_size or self.detector.largest_batch()
+        self.samples, self.tally = samples, tally
         self.store_wait = store_wait
         self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
         self.where: tuple[str, int] | None = None  # this detector's (node id, pid), for the tally
@@ -109,6 +112,7 @@ class ShardStage:
             self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
             threading.Thread(target=self._heartbeat, args=(born, devices), daemon=True,
                              name="detectionjob-heartbeat").start()
+            tally.detector_ready.remote()
 
     def _heartbeat(self, born: float, devices: float) -> None:
         """Tell the tally every few seconds that this detector (and its devices) is still here: a
@@ -213,7 +217,7 @@ class ShardStage:
 
     def run_shard(self, shard: str, uris: list[str], state: str) -> dict:
         row = {"shard": shard, "listed": len(uris), "skipped": 0, "samples": "[]",
-               "torch_threads": self.threads}
+               "torch_threads": self.threads, "batch_size": self.batch_size}
         kept = None
         if state == "check":  # --retry-errors: keep the part's good rows, detect its error rows again
             old = self._output(partial(read_part, self.out, shard))

@@ -32,6 +32,7 @@ class Summary:
     parts: int = 0
     timed_out: int = 0
     threads: set[int] = field(default_factory=set)  # torch threads of the actors that detected
+    batch_sizes: set[int] = field(default_factory=set)  # their batch sizes (``--batch-size auto``)
     busy_seconds: float = 0.0  # in the detectors' forward passes
     wait_seconds: float = 0.0  # detectors waiting for their next mini-batch
 
@@ -51,6 +52,8 @@ class Summary:
             self.wait_seconds += row.get("wait_seconds") or 0.0
             if row["images"] and row.get("torch_threads"):
                 self.threads.add(row["torch_threads"])
+            if row["images"] and row.get("batch_size"):
+                self.batch_sizes.add(row["batch_size"])
             self.per_class.update(json.loads(row["per_class"]))
             if row["first_error"] and len(self.example_errors) < MAX_EXAMPLE_ERRORS:
                 self.example_errors.append(row["first_error"])
@@ -75,6 +78,7 @@ class Summary:
             "example_errors": self.example_errors,
             "timed_out_images": self.timed_out,
             "torch_threads_used": sorted(self.threads),
+            "batch_sizes_used": sorted(self.batch_sizes),
             "wall_seconds": round(wall, 3),
             "images_per_second": round(self.images / wall, 3) if wall > 0 else 0.0,
         }
