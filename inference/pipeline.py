@@ -306,6 +306,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
         listing_units=len(units), pool=asdict(plan), removed_stale_parts=stale,
         stalls_recovered=watchdog.stalls,
         listing_seconds=timing.get("listing_seconds"),
+        seconds_to_detector_ready=timing.get("seconds_to_detector_ready"),
     )
     result.update(device_use(timing.get("device_seconds") or 0.0, summary.busy_seconds, summary.wait_seconds,
                              summary.images, timing.get("seconds_to_first_detection"),

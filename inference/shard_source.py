@@ -27,6 +27,7 @@ class Tally:
     def __init__(self, units: int, started: float | None = None) -> None:
         self.started = time.time() if started is None else started  # wall clock: shared by hosts
         self.first_result: float | None = None
+        self.first_ready: float | None = None  # the first detector's model on its device
         self.listing_finished: float | None = None
         self.units = units
         self.units_done = 0
@@ -50,6 +51,11 @@ class Tally:
         that process, never a later one given the same pid)."""
         self.actors[(node, pid)] = {"started": started, "last": time.time(), "devices": devices,
                                     "process": process}
+
+    def detector_ready(self) -> None:
+        """A detector has its model on its device (and its batch size, ``--batch-size auto``)."""
+        if self.first_ready is None:
+            self.first_ready = time.time()
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
@@ -120,6 +126,7 @@ class Tally:
                 "batches_since_stall": self.batches_since_stall,
                 "listing_finished": self.units_done >= self.units,
                 "listing_seconds": since(self.listing_finished),
+                "seconds_to_detector_ready": since(self.first_ready),
                 "seconds_to_first_detection": since(self.first_result),
                 "device_seconds": device_seconds(self.actors, time.time())}
 

@@ -77,6 +77,8 @@ def check_numbers(summary: dict) -> None:
     assert summary["input_wait_fraction"] == pytest.approx(wait / device, abs=1e-3)
     assert summary["images_per_device_hour"] == pytest.approx(summary["images"] * 3600 / device, rel=1e-3)
     assert 0 < summary["seconds_to_first_detection"] < summary["wall_seconds"]
+    # the detector had its model before it detected anything
+    assert 0 < summary["seconds_to_detector_ready"] <= summary["seconds_to_first_detection"], summary
 
 
 @pytest.mark.slow
