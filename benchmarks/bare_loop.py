@@ -23,6 +23,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="autocast dtype, as `detectionjob run --precision` uses it")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="the malloc thresholds our detector sets (inference.allocator)")
     a = p.parse_args()
@@ -33,10 +35,12 @@ def main() -> None:
     model = model.to(a.device)
     images = [torch.from_numpy(decode_image(Path(f).read_bytes()).copy()).permute(2, 0, 1)
               for f in sorted(glob.glob(os.path.join(a.images, "*.jpg")))]
-    with torch.inference_mode():
-        model([images[0].to(a.device).float() / 255])  # warm-up, not timed
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(a.precision)
+    with torch.inference_mode(), torch.autocast(a.device, dtype=dtype, enabled=dtype is not None):
+        model([im.to(a.device).float() / 255 for im in images[:a.batch_size]])  # warm-up, not timed
         if a.device == "cuda":
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         for i in range(0, len(images), a.batch_size):
             batch = [im.to(a.device).float() / 255 for im in images[i:i + a.batch_size]]
@@ -44,7 +48,8 @@ def main() -> None:
         if a.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    print(json.dumps({"images": len(images), "seconds": seconds}))
+    peak = torch.cuda.max_memory_allocated() if a.device == "cuda" else None
+    print(json.dumps({"images": len(images), "seconds": seconds, "gpu_peak_bytes": peak}))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,59 @@
 #!/usr/bin/env bash
-# The three pipelines on a GPU machine (the goal is set on an H100): fasterrcnn_resnet50_fpn_v2,
-# bare loop vs reference example vs detectionjob run, then detectionjob with bf16 autocast.
-# Needs the project installed (bash hack/install.sh) and a CUDA GPU visible to torch.
-#   N=1024 BATCH=16 bash benchmarks/gpu.sh
-set -euo pipefail
+# Everything issue 12 measures on a GPU machine, in priority order, inside one time budget:
+#   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory)
+#   2. bf16, then fp16: bare loop vs `detectionjob run`
+#   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory
+#   4. `detectionjob run --num-gpus 0.5 --workers 2` (two detectors on the GPU), bf16; and with
+#      shards of 1024 images instead of 256 (fewer shard boundaries: parts, markers, a batch not read ahead)
+#   5. fp16 and bf16 against fp32, per image (benchmarks/precision.py)
+#   6. the bare loop's images/s by batch size (bf16)
+#   7. `detectionjob run --batch-size auto`, bf16
+# Needs the project importable (bash hack/install.sh), `detectionjob` on PATH and a CUDA GPU.
+#   OUT=gpu-results BUDGET=540 N=1024 BATCH=16 bash benchmarks/gpu.sh
+#   STEPS=bf16,fp16,checks N=2048 bash benchmarks/gpu.sh     # some steps only
+# Each step's Markdown/JSON goes to $OUT; a step starts only if the budget has room for it.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-N="${N:-1024}"; BATCH="${BATCH:-16}"; OUT="${OUT:-benchmarks/gpu-results}"
+N="${N:-1024}"; BATCH="${BATCH:-16}"; OUT="${OUT:-benchmarks/gpu-results}"; BUDGET="${BUDGET:-540}"
+MODEL="${MODEL:-fasterrcnn_resnet50_fpn_v2}"; TRAIN_SECONDS="${TRAIN_SECONDS:-45}"
 mkdir -p "$OUT"
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'; print(torch.cuda.get_device_name(0))"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 benchmarks/throughput.py --n "$N" --model fasterrcnn_resnet50_fpn_v2 --batch-size "$BATCH" \
-  --json "$OUT/fp32.json" | tee "$OUT/fp32.md"
-python3 benchmarks/throughput.py --n "$N" --model fasterrcnn_resnet50_fpn_v2 --batch-size "$BATCH" \
-  --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json" | tee "$OUT/bf16.md"
+START=$SECONDS
+export PYTHONUNBUFFERED=1
+
+# step NAME MAX_SECONDS CMD...: run CMD with at most MAX_SECONDS (less if the budget is short).
+step() {
+  local name=$1 max=$2; shift 2
+  [[ ",${STEPS:-all}," == *",all,"* || ",${STEPS:-}," == *",${name%%-b[0-9]*},"* ]] || return 0
+  local left=$(( BUDGET - (SECONDS - START) - 5 ))
+  if (( left < 20 )); then echo "== $name: skipped, ${left}s of the budget left"; return; fi
+  (( max > left )) && max=$left
+  echo "== $name (at ${SECONDS}s, limit ${max}s): $*"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$max" "$@" > >(tee "$OUT/$name.md") 2> "$OUT/$name.err"
+  local rc=$?
+  echo "== $name: rc=$rc in $(( SECONDS - t0 ))s"; tail -n 5 "$OUT/$name.err" | sed "s/^/   $name stderr: /"
+}
+
+# ALLOW_CPU=1: a dry run of the script on a machine without a GPU (the checks step fails there)
+python3 -c "import torch; assert torch.cuda.is_available() or '${ALLOW_CPU:-}', 'no CUDA GPU visible'; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu', torch.__version__)" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+python3 -c "import ray, torchvision, numpy, pyarrow; print('ray', ray.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
+nproc; free -g | head -2
+SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput import images_dir; images_dir($N); print(images_dir(256))") || exit 1
+
+T="python3 benchmarks/throughput.py --n $N --model $MODEL --batch-size $BATCH --no-bracket --memory-interval 5"
+step fp32 200 $T --json "$OUT/fp32.json"
+step bf16 100 $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
+step fp16 100 $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
+step shard 70 $T --modes detectionjob --precision bf16 --job-shard-size 1024 --json "$OUT/shard.json"
+step checks 90 python3 benchmarks/gpu_checks.py --model "$MODEL" --json "$OUT/checks.json"
+step half-gpu 70 $T --modes detectionjob --precision bf16 --num-gpus 0.5 --job-workers 2 \
+  --json "$OUT/half-gpu.json"
+step precision 120 python3 benchmarks/precision.py --n 128 --model "$MODEL" --batch-size "$BATCH" \
+  --train-seconds "$TRAIN_SECONDS" --json "$OUT/precision.json"
+for b in 4 8 32 64; do
+  step "sweep-b$b" 30 python3 benchmarks/bare_loop.py --images "$SMALL" \
+    --model "$MODEL" --batch-size "$b" --precision bf16
+done
+step auto 70 $T --modes detectionjob --precision bf16 --job-batch-size auto --json "$OUT/auto.json"
+echo "== done in $(( SECONDS - START ))s"

@@ -6,7 +6,9 @@ store is not multiplied by the number of workers mapping it (a sum of RSS would 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -46,6 +48,19 @@ def tree_pss_bytes(root: int) -> int:
     return total * 1024
 
 
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every process under it (Ray's daemons are the CLI's children; listed
+    before any is killed, so none is orphaned first)."""
+    tree, todo, pids = _children(), [root], []
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(tree.get(pid, []))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def run_measured(cmd: list[str], timeout: float, interval: float = 0.5, **kwargs) -> dict:
     """Run ``cmd``; return wall seconds, peak tree PSS, exit code, stdout, stderr (or a timeout)."""
     start = time.monotonic()
@@ -66,8 +81,12 @@ def run_measured(cmd: list[str], timeout: float, interval: float = 0.5, **kwargs
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        os.killpg(proc.pid, 9)
+        kill_tree(proc.pid)
         out, err = proc.communicate()
+    except BaseException:  # interrupted (the caller's SIGTERM, Ctrl-C): leave nothing running
+        kill_tree(proc.pid)
+        stop.set()
+        raise
     stop.set()
     sampler.join()
     return {"wall": time.monotonic() - start, "peak_bytes": peak, "rc": proc.returncode,

@@ -17,8 +17,11 @@ import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,18 +43,72 @@ def images_dir(n: int) -> Path:
     return path
 
 
+class GpuSampler:
+    """``nvidia-smi`` every 200 ms while a pipeline runs: GPU utilisation (the share of time a kernel
+    ran) and memory used. Steady state: from the first sample with a kernel running to the last."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, int]] = []
+        self.proc = None
+
+    def __enter__(self) -> GpuSampler:
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            self.proc = subprocess.Popen([smi, "--query-gpu=utilization.gpu,memory.used",
+                                          "--format=csv,noheader,nounits", "-lms", "200"],
+                                         stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                util, mem = (int(x) for x in line.strip().split(","))
+            except ValueError:
+                continue
+            self.samples.append((util, mem))
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+    def stats(self) -> dict:
+        busy = [i for i, (u, _) in enumerate(self.samples) if u > 0]
+        if not busy:
+            return {}
+        steady = [u for u, _ in self.samples[busy[0]:busy[-1] + 1]]
+        return {"gpu_util_steady": sum(steady) / len(steady),
+                "gpu_mem_peak_mib": max(m for _, m in self.samples), "gpu_samples": len(self.samples)}
+
+
+def sampled(fn, *a, **kw) -> dict:
+    """``fn``'s row with the GPU's use while it ran; a pipeline that fails is a row that says so
+    (the others still run: a GPU machine's minutes are few)."""
+    with GpuSampler() as gpu:
+        try:
+            r = fn(*a, **kw)
+        except Exception as exc:  # noqa: BLE001 - reported in the table and on stderr
+            print(f"{fn.__name__} failed: {exc}", file=sys.stderr)
+            first = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            r = {"rate": 0.0, "wall": 0.0, "peak_bytes": 0, "note": f"FAILED: {first[0][:200]}"}
+    return {**r, **gpu.stats()}
+
+
 def gib(b: int) -> str:
     return f"{b / 2**30:.2f} GiB"
 
 
 def bare(args, images: Path, kept: bool = False) -> dict:
     cmd = [sys.executable, str(HERE / "bare_loop.py"), "--images", str(images), "--model", args.model,
-           "--batch-size", str(args.batch_size)] + (["--keep-freed-memory"] if kept else [])
+           "--batch-size", str(args.batch_size), "--precision", args.precision]
+    cmd += ["--keep-freed-memory"] if kept else []
     r = run_measured(cmd, timeout=args.timeout, interval=args.memory_interval)
     assert r["rc"] == 0, r["stderr"][-3000:]
     inner = json.loads(r["stdout"].strip().splitlines()[-1])
     return {**r, "images": inner["images"], "rate": inner["images"] / inner["seconds"],
-            "note": "model time only (images pre-decoded, model loaded)"
+            "gpu_peak_bytes": inner.get("gpu_peak_bytes"),
+            "note": f"model time only (images pre-decoded, model loaded); batch {args.batch_size}"
                     + ("; our detector's malloc thresholds (inference.allocator)" if kept else "")}
 
 
@@ -72,8 +129,12 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
                  timeout: float | None = None) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [shutil.which("detectionjob") or "detectionjob", "run", "--input", str(images), "--output",
-               out, "--model", args.model, "--weights", "none", "--batch-size", str(args.batch_size)]
+               out, "--model", args.model, "--weights", "none", "--batch-size",
+               str(args.job_batch_size or args.batch_size)]
+        workers = workers or args.job_workers
         cmd += ["--workers", workers] if workers else []
+        cmd += ["--num-gpus", args.num_gpus] if args.num_gpus else []
+        cmd += ["--shard-size", str(args.job_shard_size)] if args.job_shard_size else []
         cmd += ["--precision", args.precision] if args.precision != "fp32" else []
         r = run_measured(cmd, timeout=timeout or args.timeout, interval=args.memory_interval)
     if r["timed_out"]:
@@ -82,9 +143,17 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
     summary = json.loads(r["stdout"])
     assert summary["images"] == n and summary["failed_images"] == 0
     verdict = summary.get("advice", "").split(":")[0]
+    first = summary.get("seconds_to_first_detection") or 0.0
+    steady = n / (summary["wall_seconds"] - first) if summary["wall_seconds"] > first else 0.0
+    ready = summary.get("seconds_to_detector_ready") or 0.0
     return {**r, "images": n, "rate": n / r["wall"], "inner_rate": summary["images_per_second"],
-            "note": f"whole CLI process, Ray start included; pool {summary['pool']['max_size']}, "
-                    f"batch {args.batch_size}; busy {summary.get('busy_fraction', 0):.0%} of "
+            "steady_rate": steady, "summary": {k: v for k, v in summary.items() if k != "samples"},
+            "note": f"whole CLI process, Ray start included; {steady:.1f} images/s from the first detection "
+                    f"({first:.1f} s; model on the device at {ready:.1f} s) "
+                    f"on; shards of {summary.get('shard_size')}; pool {summary['pool']['max_size']}"
+                    f"{', ' + args.num_gpus + ' GPU each' if args.num_gpus else ''}, "
+                    f"batch {summary.get('batch_sizes_used') or args.batch_size}; "
+                    f"busy {summary.get('busy_fraction', 0):.0%} of "
                     f"{summary.get('device_seconds', 0):.0f} device-s, input wait "
                     f"{summary.get('input_wait_fraction', 0):.0%} ({verdict})"}
 
@@ -105,6 +174,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2048, help="images (default: %(default)s)")
     p.add_argument("--model", default="fasterrcnn_mobilenet_v3_large_320_fpn")
     p.add_argument("--batch-size", type=int, default=4, help="bare loop and detectionjob batch size")
+    p.add_argument("--job-batch-size", help="detectionjob's instead (`auto`)")
+    p.add_argument("--num-gpus", help="detectionjob --num-gpus (0.5: two detectors per GPU)")
+    p.add_argument("--job-workers", help="detectionjob --workers")
+    p.add_argument("--job-shard-size", type=int, help="detectionjob --shard-size")
     p.add_argument("--modes", default="bare,reference,detectionjob",
                    help="of bare, bare-kept (the bare loop with our detector's malloc thresholds), "
                         "reference, detectionjob (default: %(default)s)")
@@ -122,23 +195,26 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--json", help="write raw results here")
     args = p.parse_args()
+    # A SIGTERM (timeout(1), a CI runner) unwinds like Ctrl-C: run_measured then kills the pipeline's
+    # process tree, Ray's daemons included, instead of leaving it running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     images = images_dir(args.n)
     rows: dict[str, dict] = {}
     modes = args.modes.split(",")
     bracket = "bare" in modes and len(modes) > 1 and not args.no_bracket
     if "bare" in modes:
-        rows["bare PyTorch loop" + (" (first)" if bracket else "")] = bare(args, images)
+        rows["bare PyTorch loop" + (" (first)" if bracket else "")] = sampled(bare, args, images)
     if "bare-kept" in modes:
-        rows["bare PyTorch loop, memory kept"] = bare(args, images, kept=True)
+        rows["bare PyTorch loop, memory kept"] = sampled(bare, args, images, kept=True)
     if "reference" in modes:
-        rows["reference Ray Data example"] = reference(args, images, args.n, args.reference_concurrency,
-                                                       args.timeout)
+        rows["reference Ray Data example"] = sampled(reference, args, images, args.n,
+                                                     args.reference_concurrency, args.timeout)
     if "detectionjob" in modes:
-        rows["detectionjob run"] = detectionjob(args, images, args.n)
+        rows["detectionjob run"] = sampled(detectionjob, args, images, args.n)
     if bracket:
         # This machine's speed drifts over minutes: the floor is the mean of a run before and after.
-        rows["bare PyTorch loop (last)"] = bare(args, images)
+        rows["bare PyTorch loop (last)"] = sampled(bare, args, images)
     bare_rates = [r["rate"] for name, r in rows.items() if name.startswith("bare PyTorch loop (")
                   or name == "bare PyTorch loop"]
     base = sum(bare_rates) / len(bare_rates) if bare_rates else None
@@ -150,12 +226,17 @@ def main() -> None:
         print(f"bare loop: {' and '.join(f'{r:.2f}' for r in bare_rates)} images/s before and after; "
               f"ratios are to their mean, {base:.2f}")
     print()
-    print("| pipeline | images/s | vs bare loop | wall s | peak memory (PSS, process tree) | notes |")
-    print("|---|---:|---:|---:|---:|---|")
+    gpu = any("gpu_util_steady" in r for r in rows.values())
+    gpu_head = " GPU busy (steady, nvidia-smi) | GPU memory peak |" if gpu else ""
+    print("| pipeline | images/s | vs bare loop | wall s | peak memory (PSS, process tree) |"
+          f"{gpu_head} notes |")
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---|")
     for name, r in rows.items():
         ratio = f"{r['rate'] / base:.2f}x" if base else "-"
         memory = gib(r["peak_bytes"])
-        print(f"| {name} | {r['rate']:.2f} | {ratio} | {r['wall']:.1f} | {memory} | {r['note']} |")
+        cells = (f" {r.get('gpu_util_steady', 0):.0f} % | {r.get('gpu_mem_peak_mib', 0) / 1024:.1f} GiB |"
+                 if gpu else "")
+        print(f"| {name} | {r['rate']:.2f} | {ratio} | {r['wall']:.1f} | {memory} |{cells} {r['note']} |")
     if "reference Ray Data example" in rows and "detectionjob run" in rows:
         ref, ours = rows["reference Ray Data example"]["rate"], rows["detectionjob run"]["rate"]
         if ref:

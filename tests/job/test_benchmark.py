@@ -27,3 +27,21 @@ def test_throughput_benchmark_small(tmp_path):
     assert all(r["images"] == 8 and r["rate"] > 0 and r["peak_bytes"] > 2**27 for r in rows.values())
     assert "| detectionjob run |" in result.stdout and "ratios are to their mean" in result.stdout
     assert len(list((tmp_path / "cache" / "voc-like-8").glob("*.jpg"))) == 8
+
+
+def test_precision_comparison_matches_boxes_one_to_one_by_label_and_iou():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from precision import compare
+
+    ref = {"boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60.]]),
+           "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([1, 2, 1])}
+    other = {"boxes": torch.tensor([[0, 0, 10, 11], [0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60.]]),
+             "scores": torch.tensor([0.85, 0.5, 0.8, 0.6]), "labels": torch.tensor([1, 1, 2, 3])}
+    got = compare(ref, other)
+    # the exact copy of box 0 wins over the near one, which is gained; box 2 changed label: lost
+    assert (got["ref"], got["other"], got["matched"]) == (3, 4, 2)
+    assert got["ious"] == [1.0, 1.0]
+    assert sorted(round(d, 3) for d in got["score_diffs"]) == [-0.4, 0.0]
+    assert compare(ref, {k: v[:0] for k, v in other.items()})["matched"] == 0
