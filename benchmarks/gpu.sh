@@ -8,7 +8,8 @@
 #   5. fp16 and bf16 against fp32, per image (benchmarks/precision.py)
 #   6. the bare loop's images/s by batch size (bf16)
 #   7. `detectionjob run --batch-size auto`, bf16
-# Needs the project importable (bash hack/install.sh), `detectionjob` on PATH and a CUDA GPU.
+# Needs the project importable (bash hack/install.sh), `detectionjob` on PATH and a CUDA GPU; on a
+# machine with torch but no Ray, hack/device-wheels.sh makes the wheels to carry and says how.
 #   OUT=gpu-results BUDGET=540 N=1024 BATCH=16 bash benchmarks/gpu.sh
 #   STEPS=bf16,fp16,checks N=2048 bash benchmarks/gpu.sh     # some steps only
 # Each step's Markdown/JSON goes to $OUT; a step starts only if the budget has room for it.
