@@ -100,10 +100,10 @@ class Detector:
     def detect(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor] | None]:
         """Plain model outputs for ``images`` (boxes in original pixel coordinates); None for an
         image the device has no memory for even alone."""
-        step = self.batch_limit or len(images) or 1
         outputs: list[dict[str, torch.Tensor] | None] = []
-        for i in range(0, len(images), step):
-            outputs += self._halving(images[i:i + (self.batch_limit or step)])
+        while len(outputs) < len(images):  # the limit may drop on the way: each cut takes it anew
+            step = self.batch_limit or len(images)
+            outputs += self._halving(images[len(outputs):len(outputs) + step])
         return outputs
 
     def largest_batch(self, cap: int = AUTO_BATCH_CAP, size: tuple[int, int] = (375, 500)) -> int:

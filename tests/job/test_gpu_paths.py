@@ -55,6 +55,16 @@ def test_an_out_of_memory_batch_is_halved_and_later_batches_cut_to_the_size_that
     assert detector.model.passes == [2, 2]  # no second out-of-memory
 
 
+def test_a_limit_that_drops_within_a_call_still_detects_every_image(spec):
+    images = _images([(75, 100)] * 8)
+    detector = Detector(spec)
+    detector.batch_limit = 4  # a limit from an earlier call; this call's first cut runs out again
+    detector.model = OutOfMemoryAbove(detector.model, most=2)
+    got = detector.detect(images)
+    assert len(got) == 8 and all(out is not None for out in got)
+    assert detector.model.passes == [4, 2, 2, 2, 2] and detector.batch_limit == 2
+
+
 def test_an_image_that_does_not_fit_even_alone_is_an_error_row_and_the_rest_are_detected(spec):
     detector = Detector(spec)
     detector.model = OutOfMemoryAbove(detector.model, most=4, widest=200)
