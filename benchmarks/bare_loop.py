@@ -13,7 +13,9 @@ import torch
 
 from inference.allocator import keep_freed_memory
 from inference.decode import decode_image
+from inference.detector import AUTOCAST_DTYPES
 from inference.models import ModelConfig, build_model
+from inference.options import PRECISIONS
 
 
 def main() -> None:
@@ -23,7 +25,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="autocast dtype, as `detectionjob run --precision` uses it")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="the malloc thresholds our detector sets (inference.allocator)")
@@ -35,7 +37,7 @@ def main() -> None:
     model = model.to(a.device)
     images = [torch.from_numpy(decode_image(Path(f).read_bytes()).copy()).permute(2, 0, 1)
               for f in sorted(glob.glob(os.path.join(a.images, "*.jpg")))]
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(a.precision)
+    dtype = AUTOCAST_DTYPES.get(a.precision)
     with torch.inference_mode(), torch.autocast(a.device, dtype=dtype, enabled=dtype is not None):
         model([im.to(a.device).float() / 255 for im in images[:a.batch_size]])  # warm-up, not timed
         if a.device == "cuda":

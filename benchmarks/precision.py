@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from inference.detector import Detector
-from inference.models import ModelConfig, build_model
+from inference.detector import AUTOCAST_DTYPES, Detector
+from inference.models import ModelConfig
 from inference.samples import draw_scene
 
 
@@ -104,7 +104,7 @@ def table(name: str, spec: ModelConfig, images: list[np.ndarray], device: str, b
           thresholds: list[float]) -> list[dict]:
     base = run(spec, images, device, "fp32", batch)
     rows = []
-    for precision in ("fp16", "bf16"):
+    for precision in AUTOCAST_DTYPES:
         other = run(spec, images, device, precision, batch)
         for t in thresholds:
             cut = [[{k: v[o["scores"] >= t] for k, v in o.items()} for o in outs] for outs in (base, other)]
@@ -141,10 +141,8 @@ def main() -> None:
     if a.train_seconds > 0:
         path, steps = train(a.model, a.train_seconds, a.device, seed=7)
         spec = ModelConfig(a.model, path, score_threshold=0.05)
-        model, _ = build_model(spec)
         trained = {"steps": steps, "seconds": a.train_seconds}
         rows += table(f"trained here {steps} steps", spec, images, a.device, a.batch_size, [0.05, 0.5])
-        del model
     print("| weights | precision | score ≥ | fp32 detections | matched | lost | gained | images identical "
           "| IoU mean | IoU 1st pct | abs score diff mean | max |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

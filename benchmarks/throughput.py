@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE))
 
 from memtrack import run_measured  # noqa: E402
 
+from inference.options import PRECISIONS  # noqa: E402
+
 CACHE = Path(os.environ.get("DETECTIONJOB_BENCH_CACHE", Path.home() / ".cache" / "detectionjob" / "bench"))
 
 
@@ -183,7 +185,7 @@ def main() -> None:
                         "reference, detectionjob (default: %(default)s)")
     p.add_argument("--reference-concurrency", type=int, default=1,
                    help="actor pool size of the reference (2 deadlocks on a 2-CPU machine)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--memory-n", default="", help="e.g. 256,4096: detectionjob peak memory at each N")
     p.add_argument("--deadlock-check", action="store_true",
                    help="also run reference and detectionjob with 2 workers on the (2-CPU) machine")

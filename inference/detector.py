@@ -17,6 +17,7 @@ from inference.output_schema import OUTPUT_SCHEMA
 
 log = logging.getLogger(__name__)
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --precision; fp32: no autocast
 AUTO_BATCH_MEMORY = 0.8  # `--batch-size auto` stops at a batch whose peak takes more of the GPU
 
 
@@ -44,7 +45,7 @@ class Detector:
         model, self.categories = build_model(spec)
         self.model = model.to(self.device)
         self.categories_array = np.asarray(self.categories, dtype=object)
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.autocast_dtype = AUTOCAST_DTYPES.get(precision)
         self.clock = BusyClock(self.device)  # time in the forward pass (inference.efficiency)
         self.batch_limit: int | None = None  # set by a CUDA out-of-memory: never more images at once
 

@@ -168,9 +168,9 @@ class RunConfig:
               "`estimated_cost` in the summary, for charge-back", metavar="PRICE", check=_at_least(0),
         crd="cost.perDeviceHour")
     seed: int = option(0, "seed for `--weights none`", metavar="N")
-    precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`. On an H200 "
-                                    "fp16 ran 1.17x and bf16 1.29x fp32's images/s, and changed 6 % and "
-                                    "16 % of its detections (benchmarks/RESULTS.md)",
+    precision: str = option("fp32", "autocast precision on GPU: `fp32`, `fp16` or `bf16`; fp16 keeps "
+                                    "more of fp32's detections than bf16, bf16 is faster (measured in "
+                                    "benchmarks/RESULTS.md)",
                             metavar="P", check=lambda v: None if v in PRECISIONS else
                             f"one of {', '.join(PRECISIONS)}, got {v!r}", crd="model.precision")
     ray_address: str | None = option(None, "the Ray cluster to join", metavar="ADDRESS",
