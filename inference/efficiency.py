@@ -5,14 +5,15 @@ sentence on where the detectors' time went.
   included, to its last heartbeat, every :data:`HEARTBEAT` s, or the end of the run) times the
   devices it holds (its GPUs; a CPU actor counts as one device).
 * ``busy_seconds``: time inside the model's forward pass, measured per mini-batch (CUDA events on
-  a GPU, a monotonic clock on a CPU); ``input_wait_seconds``: time a detector waited for its next
-  mini-batch to be read and decoded.
+  a GPU, a monotonic clock on a CPU), passes that overlap (``--streams``) counted once;
+  ``input_wait_seconds``: time a detector waited for its next mini-batch to be read and decoded.
 * ``busy_fraction`` and ``input_wait_fraction`` of ``device_seconds``, ``images_per_device_hour``,
   ``seconds_to_first_detection``, ``estimated_cost`` (with ``--cost-per-device-hour``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -22,53 +23,82 @@ INPUT_BOUND = 0.2  # waiting this much of their time (and more than computing): 
 
 
 class BusyClock:
-    """Seconds inside the forward pass on ``device`` (``torch.device``). On a GPU, CUDA events
-    around each pass are read once the next pass starts or :meth:`total` is asked, so timing
-    never adds a synchronisation to the pipeline."""
+    """Seconds during which at least one forward pass ran on ``device`` (``torch.device``): passes
+    on several streams at once (``--streams``) count their overlap once. On a GPU, CUDA events around
+    each pass are read once they have happened (at the next :meth:`start` or when :meth:`total` is
+    asked), so timing never adds a synchronisation to the pipeline. Thread-safe."""
 
     def __init__(self, device: Any) -> None:
         self.cuda = getattr(device, "type", str(device)) == "cuda"
-        self.seconds = 0.0
-        self._pending: list[tuple[Any, Any]] = []
-        self._t0 = 0.0
+        self.seconds = 0.0  # spans no pass still to be read can overlap, summed
+        self._lock = threading.Lock()
+        self._open: list[list[Any]] = []  # passes not read yet: [begin, end or None while running]
+        self._spans: list[tuple[float, float]] = []  # read, merged, not yet summed
+        self._origin: Any = None  # CUDA: the event that times are measured from
 
-    def start(self) -> None:
-        if self.cuda:
-            import torch
+    def _mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        import torch
 
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _time(self, mark: Any) -> float | None:
+        """Seconds since the origin; None for an event the device has not reached yet."""
+        if not self.cuda:
+            return mark
+        return self._origin.elapsed_time(mark) / 1000.0 if mark.query() else None
+
+    def start(self) -> list[Any]:
+        """A pass begins (on this thread's current stream); the token :meth:`stop` takes."""
+        with self._lock:
+            if self.cuda and self._origin is None:
+                self._origin = self._mark()
             self._collect()
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            self._pending.append((begin, end))
-        else:
-            self._t0 = time.perf_counter()
+            token = [self._mark(), None]
+            self._open.append(token)
+        return token
 
-    def stop(self) -> None:
-        if self.cuda:
-            self._pending[-1][1].record()
-        else:
-            self.seconds += time.perf_counter() - self._t0
+    def stop(self, token: list[Any]) -> None:
+        token[1] = self._mark()
 
     def reset(self) -> None:
         """Forget the passes so far (a probe's, before the job's own)."""
-        self.seconds, self._pending = 0.0, []
+        with self._lock:
+            self.seconds, self._open, self._spans = 0.0, [], []
 
     def _collect(self, wait: bool = False) -> None:
-        kept = []
-        for begin, end in self._pending:
-            if wait:
+        running, spans = [], list(self._spans)
+        for token in self._open:
+            begin, end = token
+            if end is not None and wait and self.cuda:
                 end.synchronize()
-            if end.query():
-                self.seconds += begin.elapsed_time(end) / 1000.0
+            times = None if end is None else (self._time(begin), self._time(end))
+            if times is None or None in times:
+                running.append(token)
             else:
-                kept.append((begin, end))
-        self._pending = kept
+                spans.append(times)
+        merged: list[tuple[float, float]] = []
+        for b, e in sorted(spans):
+            if merged and b <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+            else:
+                merged.append((b, e))
+        # A pass still open began after every read span ended unless its begin is known: only
+        # spans ending before the earliest known begin are final.
+        begins = [t for t in (self._time(token[0]) for token in running) if t is not None]
+        horizon = min(begins, default=float("inf"))
+        self.seconds += sum(e - b for b, e in merged if e <= horizon)
+        self._spans = [(b, e) for b, e in merged if e > horizon]
+        self._open = running
 
     def total(self) -> float:
-        """All the busy seconds so far (on a GPU, after the passes in flight have ended)."""
-        if self.cuda:
+        """All the busy seconds of the passes that have stopped (on a GPU, once they have ended)."""
+        with self._lock:
             self._collect(wait=True)
-        return self.seconds
+            return self.seconds + sum(e - b for b, e in self._spans)
 
 
 def device_seconds(actors: dict[Any, dict], now: float) -> float:

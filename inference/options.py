@@ -16,7 +16,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from inference.model_config import DEFAULT_MODEL, ModelConfig, ModelError, unknown_model
-from inference.pool import parse_workers
+from inference.pool import GPU_STREAMS, parse_workers
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 AUTO_BATCH_CAP = 64  # `--batch-size auto` tries 1, 2, 4, ... up to this many VOC-sized images
@@ -120,6 +120,11 @@ class RunConfig:
     num_gpus: float | None = option(
         None, "GPUs per detector actor (`0.5` packs two per GPU); `auto` = 1 when Ray sees GPUs, "
               "else CPU", metavar="G", default_text="`auto`", parse=_num_gpus, check=_at_least(0))
+    streams: int | None = option(
+        None, "batches each detector runs at once, each from its own thread and, on a GPU, its own "
+              "CUDA stream: one batch's kernels run while another's are prepared and launched, where "
+              "one batch alone leaves the GPU idle between its kernels", metavar="N",
+        default_text=f"{GPU_STREAMS} on a GPU, 1 on a CPU", check=_at_least(1))
     workers: str | None = option(
         None, "detector actors: N, or `MIN:MAX` to autoscale. Default: one per GPU, or one per 8 "
               "CPUs. On CPU the pool never takes the last free CPU", metavar="N|MIN:MAX",

@@ -208,10 +208,13 @@ def build_dataset(source: ShardSource, config: RunConfig, plan: PoolPlan, dst: L
                                    "tally": tally, "device": plan.device,
                                    "num_threads": plan.torch_threads, "precision": config.precision,
                                    "store_wait": config.store_wait,
-                                   "devices": plan.num_gpus or 1.0},
+                                   "devices": plan.num_gpus or 1.0, "streams": plan.streams},
             batch_size=1,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
+            # ``--streams`` shards at once per actor, from as many threads
+            compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size,
+                                               max_concurrent_calls_per_actor=plan.streams,
+                                               enable_true_multi_threading=plan.streams > 1),
             num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus,
             runtime_env={"env_vars": plan.env_vars()},
@@ -276,12 +279,15 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     write_json(dst, JOB_NAME, config.settings())
 
     _start_ray(config.ray_address)
-    plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources())
+    ray_started = time.time()
+    plan = plan_pool(parse_workers(config.workers), config.num_gpus, *_cluster_resources(),
+                     streams=config.streams)
     for note in plan.notes:
         console.note(note)
     console.note(f"listing {config.input or config.input_list} in {len(units)} part(s); "
                  f"{len(finished)} shards already done")
     tally = _start_tally(len(units), started_wall)
+    tally.mark.remote("ray_started", ray_started)
     source = ShardSource(src, units, normalize_extensions(config.extensions), config.shard_size,
                          finished, config.retry_errors, config.limit, tally, skip)
     inputs = {src.scheme: src}  # image URIs of the input's scheme use its endpoint and keys
@@ -289,7 +295,9 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
     watchdog = Watchdog(tally, dst, config.batch_timeout)
     reporter = _Reporter(tally, config.progress_interval, started, progress, console, watchdog)
     try:
-        timing = _stream(build_dataset(source, config, plan, dst, inputs, tally), summary, reporter)
+        dataset = build_dataset(source, config, plan, dst, inputs, tally)
+        tally.mark.remote("pipeline_started", time.time())
+        timing = _stream(dataset, summary, reporter)
     except Exception as exc:
         verdict = store_failure(exc)
         if verdict is None:
@@ -307,6 +315,7 @@ def run(config: RunConfig, progress: ProgressCallback | None = None, console: Co
         stalls_recovered=watchdog.stalls,
         listing_seconds=timing.get("listing_seconds"),
         seconds_to_detector_ready=timing.get("seconds_to_detector_ready"),
+        startup_seconds=timing.get("startup_seconds"),
     )
     result.update(device_use(timing.get("device_seconds") or 0.0, summary.busy_seconds, summary.wait_seconds,
                              summary.images, timing.get("seconds_to_first_detection"),

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from inference import allocator
 
+# Batches a GPU detector runs at once by default (``--streams``): torchvision's detectors keep one
+# GPU busy only part of the time from one thread (they synchronise inside and launch small kernels);
+# a second batch's kernels fill the gaps (benchmarks/RESULTS.md).
+GPU_STREAMS = 2
 
 class WorkersError(ValueError):
     """A ``--workers`` value that cannot be parsed; the message names the option."""
@@ -46,6 +50,8 @@ class PoolPlan:
     # CPUs each listing (read) task asks for: it must fit beside the actors (a 1-CPU Ray node
     # with a 0.5-CPU actor could never run a 1-CPU task: the job would wait for ever).
     reader_cpus: float = 1.0
+    # Batches each actor runs at once (``--streams``), each from its own thread (CUDA stream).
+    streams: int = 1
 
     def env_vars(self) -> dict[str, str]:
         """Environment of the detector actors (which read and decode too).
@@ -65,12 +71,14 @@ def plan_pool(
     cluster_cpus: float,
     cluster_gpus: float,
     node_cpus: float | None = None,
+    streams: int | None = None,
 ) -> PoolPlan:
     """Decide the pool. ``num_gpus`` is GPUs per actor; None means 1 if the cluster has GPUs, else 0.
     ``node_cpus`` is the CPU count of the cluster's largest node (None: the cluster is one node):
     an actor's torch threads never exceed it, however many CPUs the cluster has in all (two 2-CPU
     worker nodes are 4 CPUs, but no actor can use more than 2). Each actor also caps its threads at
-    its own node's CPUs (:func:`threads_on_this_node`)."""
+    its own node's CPUs (:func:`threads_on_this_node`). ``streams``: batches per actor at once
+    (None: :data:`GPU_STREAMS` on a GPU, 1 on a CPU)."""
     notes: list[str] = []
     gpus_per_actor = (1.0 if cluster_gpus > 0 else 0.0) if num_gpus is None else float(num_gpus)
     cpus = max(int(cluster_cpus), 1)
@@ -84,7 +92,8 @@ def plan_pool(
         # An autoscaling cluster may show no GPU yet: then trust the request.
         num_cpus = 1.0 if cpus - high >= 1 else 0.0
         threads = max(1, min(4, cpus // max(high, 1), per_node))
-        return PoolPlan(low, high, num_cpus, gpus_per_actor, threads, "cuda", notes)
+        return PoolPlan(low, high, num_cpus, gpus_per_actor, threads, "cuda", notes,
+                        streams=streams or GPU_STREAMS)
     # CPU actors: leave at least one CPU to the read/decode stage.
     slots = max(cpus - 1, 1)
     low, high = workers or (1, max(1, cpus // 8))
@@ -95,7 +104,7 @@ def plan_pool(
     num_cpus = 1.0 if cpus >= 2 else 0.5
     threads = max(1, min(cpus // high, per_node))
     return PoolPlan(low, high, num_cpus, 0.0, threads, "cpu", notes,
-                    reader_cpus=1.0 if cpus >= 2 else cpus - num_cpus)
+                    reader_cpus=1.0 if cpus >= 2 else cpus - num_cpus, streams=streams or 1)
 
 
 def threads_on_this_node(planned: int | None) -> int | None:

@@ -28,6 +28,8 @@ class Tally:
         self.started = time.time() if started is None else started  # wall clock: shared by hosts
         self.first_result: float | None = None
         self.first_ready: float | None = None  # the first detector's model on its device
+        self.first_detector: dict[str, float | None] = {}  # its start-up, step by step (wall clock)
+        self.marks: dict[str, float] = {}  # the driver's steps (wall clock)
         self.listing_finished: float | None = None
         self.units = units
         self.units_done = 0
@@ -36,9 +38,9 @@ class Tally:
         self.done = 0
         self.failed = 0
         self.other_files = 0  # listed files without an image extension
-        # Batches in progress ((node id, pid) of the detector -> what and since when) and recent
-        # batch times, for the stall watchdog (inference.watchdog).
-        self.running: dict[tuple[str, int], dict] = {}
+        # Batches in progress ((node id, pid) of the detector and which of its ``--streams`` calls
+        # -> what and since when) and recent batch times, for the stall watchdog (inference.watchdog).
+        self.running: dict[tuple[str, int, int], dict] = {}
         self.seasoned: set[tuple[str, int]] = set()  # detectors that have finished a batch
         self.durations: collections.deque = collections.deque(maxlen=2000)
         self.batches_since_stall = 0
@@ -52,10 +54,22 @@ class Tally:
         self.actors[(node, pid)] = {"started": started, "last": time.time(), "devices": devices,
                                     "process": process}
 
-    def detector_ready(self) -> None:
-        """A detector has its model on its device (and its batch size, ``--batch-size auto``)."""
+    def detector_ready(self, steps: dict[str, float | None] | None = None) -> None:
+        """A detector has its model on its device (and its batch size, ``--batch-size auto``);
+        ``steps``: when its process started, its set-up began, torch was imported (wall clock)."""
         if self.first_ready is None:
             self.first_ready = time.time()
+            self.first_detector = dict(steps or {})
+
+    def mark(self, step: str, when: float) -> None:
+        """The driver reached ``step`` at ``when`` (the start-up timeline of the summary)."""
+        self.marks.setdefault(step, when)
+
+    def startup(self) -> dict[str, float | None]:
+        """Seconds from the job's start to each start-up step, in order."""
+        steps = {**self.marks, **self.first_detector, "detector_ready": self.first_ready,
+                 "first_detection": self.first_result}
+        return {k: None if t is None else round(t - self.started, 3) for k, t in steps.items()}
 
     def add_listed(self, images: int, to_do: int) -> None:
         self.listed += images
@@ -73,18 +87,23 @@ class Tally:
         self.done += images
         self.failed += failed
 
-    def batch_started(self, node: str, pid: int, shard: str, uri: str) -> None:
-        detector = (node, pid)
-        self.running[detector] = {"node": node, "pid": pid, "shard": shard, "uri": uri,
-                                  "since": time.time(), "first": detector not in self.seasoned}
+    def batch_started(self, node: str, pid: int, shard: str, uri: str, slot: int = 0) -> None:
+        self.running[(node, pid, slot)] = {"node": node, "pid": pid, "shard": shard, "uri": uri,
+                                           "since": time.time(),
+                                           "first": (node, pid) not in self.seasoned}
 
-    def batch_finished(self, node: str, pid: int) -> None:
-        detector = (node, pid)
-        batch = self.running.pop(detector, None)
+    def batch_finished(self, node: str, pid: int, slot: int = 0) -> None:
+        batch = self.running.pop((node, pid, slot), None)
         if batch is not None:
             self.durations.append(time.time() - batch["since"])
-            self.seasoned.add(detector)
+            self.seasoned.add((node, pid))
             self.batches_since_stall += 1
+
+    def _pop_batches(self, detector: tuple[str, int]) -> list[dict]:
+        """The batches a detector holds (one per ``--streams`` call), no longer tracked: its
+        process is about to be stopped, and all of them with it."""
+        keys = [key for key in self.running if key[:2] == detector]
+        return [self.running.pop(key) for key in keys]
 
     def take_stalled(self, bound: float, first_bound: float) -> list[dict]:
         """The detectors to stop, each handed out once: those whose batch has run past its bound
@@ -92,18 +111,19 @@ class Tally:
         between batches (``silent`` True: stopped, or ended by the pool; the watchdog tells which).
         A detector's first batch, or its silence before it finished one, gets ``first_bound``."""
         now, stalled = time.time(), []
-        for detector, batch in list(self.running.items()):
+        for key, batch in sorted(self.running.items(), key=lambda item: item[1]["since"]):
+            detector = key[:2]
             limit = first_bound if batch["first"] else bound
-            if now - batch["since"] > limit:
+            if key in self.running and now - batch["since"] > limit:
                 stalled.append({**batch, "seconds": now - batch["since"], "bound": limit, "silent": False,
                                 "process": self.actors.get(detector, {}).get("process")})
-                del self.running[detector]
+                self._pop_batches(detector)
                 self.actors.get(detector, {})["handed"] = True
         for detector, actor in self.actors.items():
             limit = bound if detector in self.seasoned else first_bound
             if not actor.get("handed") and now - actor["last"] > limit:
                 actor["handed"] = True  # until it is heard from again
-                batch = self.running.pop(detector, None) or {"shard": None, "uri": None}
+                batch = (self._pop_batches(detector) or [{"shard": None, "uri": None}])[0]
                 stalled.append({"node": detector[0], "pid": detector[1], "shard": batch["shard"],
                                 "uri": batch["uri"], "seconds": now - actor["last"], "bound": limit,
                                 "silent": True, "process": actor["process"]})
@@ -127,6 +147,7 @@ class Tally:
                 "listing_finished": self.units_done >= self.units,
                 "listing_seconds": since(self.listing_finished),
                 "seconds_to_detector_ready": since(self.first_ready),
+                "startup_seconds": self.startup(),
                 "seconds_to_first_detection": since(self.first_result),
                 "device_seconds": device_seconds(self.actors, time.time())}
 

@@ -13,6 +13,7 @@ when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tr
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -25,14 +26,14 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inference.efficiency import HEARTBEAT
+from inference.efficiency import HEARTBEAT, BusyClock
 from inference.listing import sources_for
 from inference.model_config import ModelConfig
 from inference.sampling import candidates
 from inference.store import StoreDown, patiently
 from inference.store import check as check_store
 from inference.uris import Location
-from inference.watchdog import process_start
+from inference.watchdog import process_start, process_started_at
 from inference.writer import ATTEMPTS_DIR, clear_attempt, read_json, read_part, write_json, write_part
 
 # A file that was being read or detected when its worker process died this many times becomes an
@@ -89,21 +90,29 @@ class ShardStage:
 
     def __init__(self, spec: ModelConfig, out: Location, inputs: dict[str, Location], batch_size: int | None,
                  samples: int = 0, tally=None, device: str = "cpu", num_threads: int | None = None,
-                 precision: str = "fp32", store_wait: float = 300.0, devices: float = 1.0) -> None:
+                 precision: str = "fp32", store_wait: float = 300.0, devices: float = 1.0,
+                 streams: int = 1) -> None:
         born = time.time()  # the device is held from here, model load included
         from inference.detector import Detector
         from inference.pool import threads_on_this_node
 
+        imported = time.time()  # torch and torchvision with it: seconds where Python has no bytecode
         self.threads = threads_on_this_node(num_threads)
         self.detector = Detector(spec, device=device, num_threads=self.threads, precision=precision)
         self.out, self.inputs = out, dict(inputs)
         # None: ``--batch-size auto``, the largest batch that fits this detector's device
-        self.batch_size = batch_size or self.detector.largest_batch()
+        self.batch_size = batch_size or self.detector.largest_batch(streams=streams)
         self.samples, self.tally = samples, tally
         self.store_wait = store_wait
-        self.ahead = ThreadPoolExecutor(1, thread_name_prefix="decode-ahead")
+        # ``streams`` shards at once (Ray Data calls this object from as many threads), each on its
+        # own CUDA stream, each reading its next mini-batch ahead
+        self.ahead = ThreadPoolExecutor(streams, thread_name_prefix="decode-ahead")
         self.where: tuple[str, int] | None = None  # this detector's (node id, pid), for the tally
-        self.waited = 0.0  # seconds waiting for read and decode, this shard
+        self.waiting = BusyClock("cpu")  # waiting for read and decode (overlapping waits once)
+        self._reported = {"busy": 0.0, "wait": 0.0}  # of both clocks, in the count rows so far
+        self._report_lock = threading.Lock()
+        self._slot = threading.local()  # which of the ``streams`` calls this thread is (the tally's key)
+        self._slots = itertools.count()
         if tally is not None:
             import os
 
@@ -112,7 +121,8 @@ class ShardStage:
             self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
             threading.Thread(target=self._heartbeat, args=(born, devices), daemon=True,
                              name="detectionjob-heartbeat").start()
-            tally.detector_ready.remote()
+            tally.detector_ready.remote({"detector_process": process_started_at(os.getpid()),
+                                         "detector_setup": born, "torch_imported": imported})
 
     def _heartbeat(self, born: float, devices: float) -> None:
         """Tell the tally every few seconds that this detector (and its devices) is still here: a
@@ -129,10 +139,15 @@ class ShardStage:
                 log.debug("heartbeat: %s", exc)
             time.sleep(HEARTBEAT)
 
+    def _slot_here(self) -> int:
+        if not hasattr(self._slot, "n"):
+            self._slot.n = next(self._slots)
+        return self._slot.n
+
     def _batch(self, shard: str, uri: str) -> None:
         """Tell the tally a mini-batch starts (the stall watchdog's clock; inference.watchdog)."""
         if self.tally is not None:
-            self.tally.batch_started.remote(*self.where, shard, uri)
+            self.tally.batch_started.remote(*self.where, shard, uri, self._slot_here())
 
     def _loaded(self, shard: str, uris: list[str], pending: Future | None = None) -> dict:
         """The mini-batch read and decoded (``pending``: already under way); while a store does
@@ -144,13 +159,13 @@ class ShardStage:
             return load_uris(uris, self._locate)
 
         first = pending.result if pending is not None else again
-        t0 = time.monotonic()
+        token = self.waiting.start()
         try:
             return first()
         except StoreDown:
             return patiently(again, self.store_wait, lambda: self._batch(shard, uris[0]))
         finally:
-            self.waited += time.monotonic() - t0
+            self.waiting.stop(token)
 
     def _output(self, work: Callable[[], T]) -> T:
         """``work()`` on the output store, waited for like the input's (between mini-batches: the
@@ -166,7 +181,16 @@ class ShardStage:
 
     def _batch_done(self) -> None:
         if self.tally is not None:
-            self.tally.batch_finished.remote(*self.where)
+            self.tally.batch_finished.remote(*self.where, self._slot_here())
+
+    def _clocks_since_last_row(self) -> dict[str, float]:
+        """Busy and input-wait seconds of this detector since the last count row: shards that ran at
+        once share their time, and the rows' sum is the detector's."""
+        with self._report_lock:
+            now = {"busy": self.detector.clock.total(), "wait": self.waiting.total()}
+            delta = {k: now[k] - self._reported[k] for k in now}
+            self._reported = now
+        return {"busy_seconds": delta["busy"], "wait_seconds": delta["wait"]}
 
     def _locate(self, uri: str):
         loc, path = sources_for(uri, self.inputs)
@@ -242,13 +266,11 @@ class ShardStage:
         # A worker died on this shard twice: a lost node is common (spot instances), so the first
         # retry goes at full speed; after that, one image at a time to find the file that kills.
         careful = marker["attempt"] > CAREFUL_AFTER
-        busy_before, self.waited = self.detector.clock.total(), 0.0
         fresh = self.detect_carefully(shard, uris, marker) if careful else self.detect(shard, uris)
         whole = pa.concat_tables([kept, fresh]) if kept is not None else fresh
         self._output(partial(write_part, self.out, shard, whole))
         self._output(partial(clear_attempt, self.out, shard))
-        row.update(shard_stats(fresh), busy_seconds=self.detector.clock.total() - busy_before,
-                   wait_seconds=self.waited)
+        row.update(shard_stats(fresh), **self._clocks_since_last_row())
         row["samples"] = json.dumps(candidates(fresh, self.samples))
         return row
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from inference.uris import Location
@@ -51,6 +52,17 @@ def process_start(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22; the name may hold spaces
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started, as a wall-clock time (None if unknown)."""
+    ticks = process_start(pid)
+    try:
+        with open("/proc/uptime", "rb") as f:  # to 10 ms (/proc/stat's boot time: to the second)
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if ticks is None else time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _kill(pid: int, process: int | None = None) -> bool:

@@ -54,11 +54,32 @@ def test_advice(busy, wait, verdict):
 
 def test_busy_clock_on_the_cpu_counts_only_the_timed_work():
     clock = BusyClock("cpu")
-    clock.start()
+    token = clock.start()
     time.sleep(0.2)
-    clock.stop()
+    clock.stop(token)
     time.sleep(0.2)  # not timed
     assert 0.19 <= clock.total() < 0.35
+
+
+def test_busy_clock_counts_overlapping_passes_once():
+    """``--streams 2``: two passes at once are busy time once, not twice; a gap between passes is
+    not busy time; a pass still running is not counted yet."""
+    clock = BusyClock("cpu")
+    first = clock.start()
+    time.sleep(0.2)
+    second = clock.start()  # overlaps the first for 0.1 s
+    time.sleep(0.1)
+    clock.stop(first)
+    time.sleep(0.2)
+    clock.stop(second)  # busy 0.5 s so far, 0.6 s of passes
+    time.sleep(0.2)  # idle
+    third = clock.start()
+    time.sleep(0.1)
+    running = clock.start()
+    clock.stop(third)
+    assert 0.58 <= clock.total() < 0.75
+    clock.stop(running)
+    assert clock.total() >= 0.6
 
 
 def run_job(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> dict:
@@ -79,6 +100,20 @@ def check_numbers(summary: dict) -> None:
     assert 0 < summary["seconds_to_first_detection"] < summary["wall_seconds"]
     # the detector had its model before it detected anything
     assert 0 < summary["seconds_to_detector_ready"] <= summary["seconds_to_first_detection"], summary
+    check_startup(summary)
+
+
+def check_startup(summary: dict) -> None:
+    """The start-up timeline: each step after the one it waits for, the last two as reported."""
+    steps = summary["startup_seconds"]
+    order = ["ray_started", "pipeline_started"], ["detector_process", "detector_setup", "torch_imported",
+                                                  "detector_ready", "first_detection"]
+    for chain in order:
+        times = [steps[k] for k in chain]
+        assert all(t is not None for t in times) and times == sorted(times), steps
+    assert steps["ray_started"] > 0, steps  # Ray starts (or is joined) after the job started
+    assert steps["detector_ready"] == summary["seconds_to_detector_ready"]
+    assert steps["first_detection"] == summary["seconds_to_first_detection"]
 
 
 @pytest.mark.slow

@@ -47,10 +47,26 @@ def test_the_tally_hands_out_each_stalled_batch_once():
     stalled = tally.take_stalled(100, 500)
     assert [(s["pid"], s["uri"], s["bound"]) for s in stalled] == [(11, "/x/2.jpg", 100)]
     assert tally.take_stalled(100, 500) == []  # once
-    tally.running[("node-b", 22)]["since"] -= 400
+    tally.running[("node-b", 22, 0)]["since"] -= 400
     assert [s["pid"] for s in tally.take_stalled(100, 500)] == [22]
     assert tally.snapshot()["batches_since_stall"] == 0
     assert tally.snapshot()["batch_p95"] is not None
+
+
+def test_a_detector_running_two_batches_at_once_is_stopped_once_for_both():
+    """``--streams 2``: one process, two batches in flight; the stalled one stops the process, and
+    the other batch (ended with it) is neither handed out again nor left to stall later."""
+    tally = Tally(1)
+    tally.batch_started("node-a", 11, "s2", "/x/9.jpg", 1)
+    tally.batch_finished("node-a", 11, 1)  # slot 1 finished one: the detector is seasoned
+    tally.batch_started("node-a", 11, "s1", "/x/1.jpg", 0)
+    tally.batch_started("node-a", 11, "s2", "/x/10.jpg", 1)
+    assert set(tally.running) == {("node-a", 11, 0), ("node-a", 11, 1)}  # neither overwrote the other
+    tally.running[("node-a", 11, 0)]["since"] -= 200
+    tally.running[("node-a", 11, 1)]["since"] -= 150
+    stalled = tally.take_stalled(100, 500)
+    assert [(s["pid"], s["shard"], s["uri"]) for s in stalled] == [(11, "s1", "/x/1.jpg")]  # the oldest
+    assert tally.running == {} and tally.take_stalled(100, 500) == []
 
 
 def test_the_tally_hands_out_each_silent_detector_once_until_it_is_heard_from_again():
