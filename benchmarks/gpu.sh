@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Everything issue 12 measures on a GPU machine, in priority order, inside one time budget:
-#   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory)
+#   0. probe: where a detector's time goes, without Ray (benchmarks/gpu_probe.py)
+#   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory);
+#      fp32-job: the same without the reference; streams1: `detectionjob run --streams 1`
 #   2. bf16, then fp16: bare loop vs `detectionjob run`
-#   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory
+#   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory,
+#      channels_last and two streams against the default layout and one (CHECKS=layout: that only)
 #   4. `detectionjob run --num-gpus 0.5 --workers 2` (two detectors on the GPU), bf16; and with
 #      shards of 1024 images instead of 256 (fewer shard boundaries: parts, markers, a batch not read ahead)
 #   5. fp16 and bf16 against fp32, per image (benchmarks/precision.py)
@@ -35,6 +38,18 @@ step() {
   echo "== $name: rc=$rc in $(( SECONDS - t0 ))s"; tail -n 5 "$OUT/$name.err" | sed "s/^/   $name stderr: /"
 }
 
+# Bytecode, as an image built by pip has it: the lent GPU machines set PYTHONDONTWRITEBYTECODE=1 and
+# their torch has no __pycache__, so every process compiled torch, torchvision and Ray from source
+# (importing torch and torchvision took 5.6-8.9 s there, ~2 s with bytecode): the job's start-up
+# measured that machine, not the product. Compiled once into $PYCACHE (PRECOMPILE=0: not).
+if [[ "${PRECOMPILE:-1}" == 1 ]]; then
+  unset PYTHONDONTWRITEBYTECODE; export PYTHONPYCACHEPREFIX="${PYCACHE:-/tmp/detectionjob-pycache}"
+  t0=$SECONDS
+  python3 -m compileall -q -j 0 $(python3 -c "import os, torch, torchvision, ray, numpy, pyarrow
+print(*(os.path.dirname(m.__file__) for m in (torch, torchvision, ray, numpy, pyarrow)))") inference >/dev/null 2>&1
+  echo "bytecode compiled into $PYTHONPYCACHEPREFIX in $(( SECONDS - t0 ))s"
+fi
+
 # ALLOW_CPU=1: a dry run of the script on a machine without a GPU (the checks step fails there)
 python3 -c "import torch; assert torch.cuda.is_available() or '${ALLOW_CPU:-}', 'no CUDA GPU visible'; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu', torch.__version__)" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
@@ -43,11 +58,15 @@ nproc; free -g | head -2
 SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput import images_dir; images_dir($N); print(images_dir(256))") || exit 1
 
 T="python3 benchmarks/throughput.py --n $N --model $MODEL --batch-size $BATCH --no-bracket --memory-interval 5"
+step probe 200 python3 benchmarks/gpu_probe.py --n 512 --model "$MODEL" --batch-size "$BATCH" --json "$OUT/probe.json"
 step fp32 200 $T --json "$OUT/fp32.json"
+step fp32-job 200 $T --modes bare,detectionjob --json "$OUT/fp32-job.json"
+step streams1 70 $T --modes detectionjob --job-streams 1 --json "$OUT/streams1.json"
 step bf16 100 $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
 step fp16 100 $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
 step shard 70 $T --modes detectionjob --precision bf16 --job-shard-size 1024 --json "$OUT/shard.json"
-step checks 90 python3 benchmarks/gpu_checks.py --model "$MODEL" --json "$OUT/checks.json"
+step checks 90 python3 benchmarks/gpu_checks.py --model "$MODEL" --checks "${CHECKS:-staging,auto,oom,layout}" \
+  --json "$OUT/checks.json"
 step half-gpu 70 $T --modes detectionjob --precision bf16 --num-gpus 0.5 --job-workers 2 \
   --json "$OUT/half-gpu.json"
 step precision 120 python3 benchmarks/precision.py --n 128 --model "$MODEL" --batch-size "$BATCH" \

@@ -6,9 +6,12 @@
 3. a real CUDA out-of-memory: the process limited to little more than a small batch needs, a large
    batch is halved until it fits; its outputs against the unlimited run's, boxes matched as
    benchmarks/precision.py matches them (seeded random weights score their top 100 boxes nearly
-   alike, so another batch size may rank them otherwise).
+   alike, so another batch size may rank them otherwise);
+4. layout and streams: the detector's channels_last weights against contiguous ones, and two
+   threads on their own streams against one, outputs compared (yardstick: half the batch).
 
     python benchmarks/gpu_checks.py --model fasterrcnn_resnet50_fpn_v2 --json out.json
+    python benchmarks/gpu_checks.py --checks layout
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -116,19 +120,58 @@ def real_oom(spec: ModelConfig, precision: str, small: int, large: int) -> dict:
             "matched": sum(p["matched"] for p in per), "iou_mean": sum(ious) / max(len(ious), 1)}
 
 
+def summarize(expected: list[dict], got: list[dict]) -> dict:
+    per = [compare(e, o) for e, o in zip(expected, got, strict=True)]
+    ious = [i for p in per for i in p["ious"]]
+    diffs = [abs(d) for p in per for d in p["score_diffs"]]
+    return {"boxes": sum(p["ref"] for p in per), "other_boxes": sum(p["other"] for p in per),
+            "matched": sum(p["matched"] for p in per), "iou_mean": sum(ious) / max(len(ious), 1),
+            "abs_score_diff_max": max(diffs, default=0.0),
+            "identical": all(torch.equal(e[k], o[k]) for e, o in zip(expected, got, strict=True)
+                             for k in ("boxes", "scores", "labels"))}
+
+
+def layout(spec: ModelConfig, n: int = 64, batch: int = 16) -> dict:
+    """The detector's channels_last weights and its two streams against one stream and the default
+    (contiguous) layout, same images, same weights; and, as the yardstick of what merely other
+    kernels change, the contiguous model at half the batch."""
+    images = voc_images(n, seed=2)
+    detector = Detector(spec, device="cuda")
+
+    def detect_all(step: int, threads: int = 1) -> list[dict]:
+        chunks = [images[i:i + step] for i in range(0, n, step)]
+        with ThreadPoolExecutor(threads) as pool:  # each thread on its own stream (Detector.stream)
+            outputs = [o for out in pool.map(lambda c: detector.detect(c), chunks) for o in out]
+        torch.cuda.synchronize()
+        return [{k: v.cpu() for k, v in o.items()} for o in outputs]
+
+    nhwc = detect_all(batch)
+    nhwc_streams = detect_all(batch, threads=2)
+    detector.model.to(memory_format=torch.contiguous_format)
+    nchw = detect_all(batch)
+    nchw_half = detect_all(batch // 2)
+    return {"images": n, "batch": batch,
+            "channels_last_vs_contiguous": summarize(nchw, nhwc),
+            "contiguous_half_batch_vs_contiguous": summarize(nchw, nchw_half),
+            "two_streams_vs_one": summarize(nhwc, nhwc_streams)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fasterrcnn_resnet50_fpn_v2")
+    p.add_argument("--checks", default="staging,auto,oom,layout")
     p.add_argument("--json")
     a = p.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     spec = ModelConfig(a.model, "none", score_threshold=0.0)
-    results = {"device": torch.cuda.get_device_name(0), "staging": [staging(b, 50) for b in (4, 16, 64)]}
-    print(json.dumps(results["staging"]), flush=True)
-    results["auto"] = [auto_batch(spec, p) for p in ("fp32", "bf16")]
-    print(json.dumps(results["auto"]), flush=True)
-    results["oom"] = real_oom(spec, "fp32", small=2, large=32)
-    print(json.dumps(results["oom"]), flush=True)
+    checks = {"staging": lambda: [staging(b, 50) for b in (4, 16, 64)],
+              "auto": lambda: [auto_batch(spec, p) for p in ("fp32", "bf16")],
+              "oom": lambda: real_oom(spec, "fp32", small=2, large=32),
+              "layout": lambda: layout(spec)}
+    results = {"device": torch.cuda.get_device_name(0)}
+    for name in a.checks.split(","):
+        results[name] = checks[name]()
+        print(json.dumps({name: results[name]}), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

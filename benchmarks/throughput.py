@@ -76,12 +76,30 @@ class GpuSampler:
             self.proc.wait()
 
     def stats(self) -> dict:
-        busy = [i for i, (u, _) in enumerate(self.samples) if u > 0]
-        if not busy:
+        steady = steady_stretch([u for u, _ in self.samples])
+        if not steady:
             return {}
-        steady = [u for u, _ in self.samples[busy[0]:busy[-1] + 1]]
         return {"gpu_util_steady": sum(steady) / len(steady),
                 "gpu_mem_peak_mib": max(m for _, m in self.samples), "gpu_samples": len(self.samples)}
+
+
+def steady_stretch(utils: list[int], idle: int = 5) -> list[int]:
+    """The samples of the longest stretch with a kernel running and never ``idle`` samples (a second
+    at 200 ms) without one: the steady state, not a start-up blip seconds before it."""
+    stretches, current, quiet = [], [], 0
+    for u in utils:
+        quiet = 0 if u > 0 else quiet + 1
+        if quiet >= idle:
+            if current:
+                stretches.append(current)
+            current = []
+        elif u > 0 or current:
+            current.append(u)
+    stretches.append(current)
+    best = max(stretches, key=lambda s: sum(u > 0 for u in s))
+    while best and best[-1] == 0:
+        best = best[:-1]
+    return best
 
 
 def sampled(fn, *a, **kw) -> dict:
@@ -137,6 +155,7 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
         cmd += ["--workers", workers] if workers else []
         cmd += ["--num-gpus", args.num_gpus] if args.num_gpus else []
         cmd += ["--shard-size", str(args.job_shard_size)] if args.job_shard_size else []
+        cmd += ["--streams", str(args.job_streams)] if args.job_streams else []
         cmd += ["--precision", args.precision] if args.precision != "fp32" else []
         r = run_measured(cmd, timeout=timeout or args.timeout, interval=args.memory_interval)
     if r["timed_out"]:
@@ -154,7 +173,8 @@ def detectionjob(args, images: Path, n: int, workers: str | None = None,
                     f"({first:.1f} s; model on the device at {ready:.1f} s) "
                     f"on; shards of {summary.get('shard_size')}; pool {summary['pool']['max_size']}"
                     f"{', ' + args.num_gpus + ' GPU each' if args.num_gpus else ''}, "
-                    f"batch {summary.get('batch_sizes_used') or args.batch_size}; "
+                    f"batch {summary.get('batch_sizes_used') or args.batch_size}, "
+                    f"streams {summary['pool'].get('streams', 1)}; "
                     f"busy {summary.get('busy_fraction', 0):.0%} of "
                     f"{summary.get('device_seconds', 0):.0f} device-s, input wait "
                     f"{summary.get('input_wait_fraction', 0):.0%} ({verdict})"}
@@ -180,6 +200,7 @@ def main() -> None:
     p.add_argument("--num-gpus", help="detectionjob --num-gpus (0.5: two detectors per GPU)")
     p.add_argument("--job-workers", help="detectionjob --workers")
     p.add_argument("--job-shard-size", type=int, help="detectionjob --shard-size")
+    p.add_argument("--job-streams", type=int, help="detectionjob --streams")
     p.add_argument("--modes", default="bare,reference,detectionjob",
                    help="of bare, bare-kept (the bare loop with our detector's malloc thresholds), "
                         "reference, detectionjob (default: %(default)s)")

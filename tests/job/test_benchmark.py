@@ -45,3 +45,15 @@ def test_precision_comparison_matches_boxes_one_to_one_by_label_and_iou():
     assert got["ious"] == [1.0, 1.0]
     assert sorted(round(d, 3) for d in got["score_diffs"]) == [-0.4, 0.0]
     assert compare(ref, {k: v[:0] for k, v in other.items()})["matched"] == 0
+
+
+def test_the_gpu_samplers_steady_state_skips_a_blip_before_it():
+    """A kernel sampled at start-up, seconds before the work, is not the steady state's start (the
+    bf16 job row of 2026-12-04 read 24 % busy that way); short idle gaps within it count."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import steady_stretch
+
+    start_up = [0, 0, 30, 0, 0, 0, 0, 0, 0, 0]
+    work = [50, 60, 0, 70, 0, 0, 80]
+    assert steady_stretch(start_up + work + [0, 0, 0]) == work
+    assert steady_stretch([]) == [] and steady_stretch([0, 0]) == []
