@@ -305,6 +305,13 @@ def from_json(text: str, source: str) -> RunConfig:
     values = {k: v for k, v in data.items() if v is not None}
     if isinstance(values.get("workers"), int):
         values["workers"] = str(values["workers"])
+    for f in fields(RunConfig):  # a string where the flag's parser makes the value: "auto" and the like
+        parse = _doc(f).parse
+        if parse is not None and isinstance(values.get(f.name), str):
+            try:
+                values[f.name] = parse(values[f.name])
+            except ValueError:
+                raise ValueError(f"{source}: {flag(f)}: cannot read {values[f.name]!r}") from None
     return RunConfig(**values)
 
 

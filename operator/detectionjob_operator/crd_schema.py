@@ -143,7 +143,8 @@ def validate(schema: Mapping[str, Any], value: Any, path: str) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SpecError(path, f"must be a finite number, not {value}")
-        if schema.get("type") == "integer" and value.is_integer():
+        integral = schema.get("type") == "integer" or schema.get("x-kubernetes-int-or-string")
+        if integral and value.is_integer():
             value = int(value)  # JSON has one number type: 4.0 is the integer 4
     _check_type(schema, value, path)
     if isinstance(value, Mapping):

@@ -186,6 +186,13 @@ def test_crd_rejects_invalid_and_immutable_specs(kube, api, namespace):
     proc = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(
         make_dj({"output": {"mode": "append"}}, name="bad2", namespace=namespace)), check=False)
     assert proc.returncode != 0 and "spec.output.mode" in proc.stderr
+    for size in ("many", 0, 2000):  # an integer 1-1024 or "auto"
+        proc = kube.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(
+            make_dj({"batchSize": size}, name="bad3", namespace=namespace)), check=False)
+        assert proc.returncode != 0 and "spec.batchSize" in proc.stderr, (size, proc.stderr)
+    proc = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(
+        make_dj({"batchSize": "auto"}, name="auto", namespace=namespace)))
+    assert json.loads(proc.stdout)["spec"]["batchSize"] == "auto"
     good = make_dj(name="immutable", namespace=namespace)
     apply_dj(kube, good)
     stored = get_dj(api, namespace, "immutable")

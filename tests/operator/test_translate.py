@@ -11,7 +11,7 @@ from detectionjob_operator.spec import parse
 from detectionjob_operator.translate import Options, to_rayjob
 from djtest import EXAMPLE, assert_accepted_by_kuberay, make_dj
 
-from inference.options import DEFAULT_EXTENSIONS
+from inference.options import DEFAULT_EXTENSIONS, from_json
 
 
 def render(spec=None, options=None, **meta):
@@ -181,6 +181,18 @@ def test_job_options():
     assert (args["model"], args["weights"], args["score_threshold"], args["precision"]) == (
         "retinanet_resnet50_fpn_v2", "s3://w/model.pt", 0.9, "bf16")
     assert args["batch_size"] == 16
+
+
+def test_batch_size_auto_reaches_the_job_as_auto():
+    """``spec.batchSize: auto`` is ``--batch-size auto`` in the job (None: found at start), not the
+    default 4 a JSON null would give."""
+    rj = render({"batchSize": "auto"})
+    assert args_of(rj)["batch_size"] == "auto"
+    text = json.loads(rj["spec"]["runtimeEnvYAML"])["env_vars"]["DETECTIONJOB_ARGS"]
+    assert from_json(text, "DETECTIONJOB_ARGS").batch_size is None
+    assert from_json(json.dumps({"batch_size": 8, "input": "x", "output": "y"}), "t").batch_size == 8
+    with pytest.raises(ValueError, match="--batch-size: cannot read 'many'"):
+        from_json(json.dumps({"batch_size": "many"}), "t")
 
 
 def test_scale_and_failure_options():
@@ -355,6 +367,6 @@ def test_every_option_passed_through_is_a_field_of_the_crd():
         node = spec_schema()
         for key in path.split("."):
             node = node["properties"][key]
-        assert node.get("type"), (name, path)
+        assert node.get("type") or node.get("x-kubernetes-int-or-string"), (name, path)
         assert name in args, name
     assert (args["score_threshold"], args["samples"]) == (0.25, 2)
