@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -31,6 +32,19 @@ def _nested_lists(values: np.ndarray, counts: list[int], mask: np.ndarray, width
         inner_offsets = pa.array(np.arange(0, len(flat) + 1, width, dtype=np.int32))
         flat = pa.ListArray.from_arrays(inner_offsets, flat)
     return pa.ListArray.from_arrays(offsets, flat, mask=pa.array(mask))
+
+
+def largest_fitting(peak: Callable[[int], int | None], cap: int, bound: float) -> int:
+    """The largest power of two ``n <= cap`` whose pass fits (``peak(n)``: its peak memory, None
+    when it ran out) within ``bound`` bytes; 1 if none does. From the top down: on a large GPU the
+    first pass is the answer (doubling from 1 took seven passes, 6-8 s, on an H200)."""
+    n = 1 << (max(cap, 1).bit_length() - 1)
+    while n > 1:
+        used = peak(n)
+        if used is not None and used <= bound:
+            return n
+        n //= 2
+    return 1
 
 
 class Detector:
@@ -134,20 +148,20 @@ class Detector:
             return AUTO_BATCH_CPU
         total = torch.cuda.get_device_properties(self.device).total_memory
         rng = np.random.default_rng(0)
-        best, n = 1, 1
-        while n <= cap:
+
+        def peak(n: int) -> int | None:
             images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
             torch.cuda.reset_peak_memory_stats(self.device)
             try:
                 self._forward(images)
                 torch.cuda.synchronize(self.device)
             except OutOfMemory:
-                break
+                return None
             finally:
                 self._release()
-            if torch.cuda.max_memory_allocated(self.device) * streams > AUTO_BATCH_MEMORY * total:
-                break
-            best, n = n, n * 2
+            return torch.cuda.max_memory_allocated(self.device)
+
+        best = largest_fitting(peak, cap, AUTO_BATCH_MEMORY * total / streams)
         self.clock.reset()  # the probe is not the job's busy time
         log.info("detector: --batch-size auto chose %d", best)
         return best

@@ -19,7 +19,7 @@ from inference.model_config import DEFAULT_MODEL, ModelConfig, ModelError, unkno
 from inference.pool import GPU_STREAMS, parse_workers
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-AUTO_BATCH_CAP = 64  # `--batch-size auto` tries 1, 2, 4, ... up to this many VOC-sized images
+AUTO_BATCH_CAP = 64  # `--batch-size auto` tries this many VOC-sized images, then half, ... down to 1
 AUTO_BATCH_CPU = 4  # `--batch-size auto` on a CPU, where memory is not what limits a batch
 #: What ``--extensions`` (and a DetectionJob's ``spec.input.fileExtensions``) default to.
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")
@@ -113,8 +113,9 @@ class RunConfig:
         0.5, "keep boxes scoring at least F (also set inside the model, whose own default is 0.05)",
         metavar="F", check=_within(0, 1), crd="model.scoreThreshold")
     batch_size: int | None = option(
-        4, "images per detector call; `auto`: the largest that fits the GPU (1, 2, 4, ... up to "
-           f"{AUTO_BATCH_CAP} VOC-sized images, found at start; {AUTO_BATCH_CPU} on a CPU). A batch "
+        4, "images per detector call; `auto`: the largest power of two up to "
+           f"{AUTO_BATCH_CAP} VOC-sized images that fits the GPU (tried from the top at start; "
+           f"{AUTO_BATCH_CPU} on a CPU). A batch "
            "that runs the GPU out of memory is halved and retried, and later ones cut to that size",
         metavar="N|auto", parse=_batch_size, check=_at_least(1), crd="batchSize")
     num_gpus: float | None = option(

@@ -10,7 +10,7 @@ import torch
 from jobtest import FAST_MODEL
 
 from inference.cli import build_parser, run_config
-from inference.detector import Detector, OutOfMemory
+from inference.detector import Detector, OutOfMemory, largest_fitting
 from inference.models import ModelConfig
 from inference.options import AUTO_BATCH_CPU
 
@@ -88,3 +88,20 @@ def test_batch_size_auto_is_the_cpu_default_on_a_cpu(spec):
     config = run_config(build_parser().parse_args(["run", "--batch-size", "auto"]))
     assert config.batch_size is None
     assert Detector(spec).largest_batch() == AUTO_BATCH_CPU
+
+
+@pytest.mark.parametrize(("fits_up_to", "cap", "passes"), [
+    (1000, 64, [64]), (20, 64, [64, 32, 16]), (0, 64, [64, 32, 16, 8, 4, 2]), (5, 48, [32, 16, 8, 4])])
+def test_batch_size_auto_searches_from_the_top(fits_up_to, cap, passes):
+    """``--batch-size auto`` on a GPU: the largest power of two <= cap whose pass fits; tried from
+    the top, so a large GPU answers in one pass. Memory grows with the batch: n images take n units,
+    more than ``fits_up_to`` run out of memory (None), and the bound is 0.8 of the device."""
+    tried = []
+
+    def peak(n: int) -> int | None:
+        tried.append(n)
+        return None if n > fits_up_to else n
+
+    chosen = largest_fitting(peak, cap, bound=0.8 * fits_up_to)
+    expected = max([n for n in (1, 2, 4, 8, 16, 32, 64) if n <= cap and n <= 0.8 * fits_up_to], default=1)
+    assert chosen == expected and tried == passes
