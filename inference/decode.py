@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -24,6 +25,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this at open(
 # GIL while decoding, so a block's images decode on every core the task has.
 READ_THREADS = 8
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -122,9 +124,11 @@ def load_one(fs: pafs.FileSystem, path: str) -> tuple[np.ndarray, str | None]:
 
 
 def _threads() -> ThreadPoolExecutor:
+    """The process's read threads, made once (``--streams`` calls ask from several threads)."""
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read-decode")
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read-decode")
     return _pool
 
 
