@@ -3,7 +3,8 @@
 * start-up: importing torch, initialising CUDA, building the model on the CPU and moving it, building
   it on the device, the first batch;
 * images/s and GPU busy (``nvidia-smi``) of the bare loop (pre-decoded images, model time only) and
-  of variants: the same with the next batch read and decoded alongside (what a detector does), our
+  of variants: the same with the next batch read and decoded alongside (what a detector does; with
+  Pillow as the job does, and with ``torchvision.io.decode_jpeg``), our
   :class:`~inference.detector.Detector` called as the shard stage calls it (read ahead, Arrow rows
   out), and each of those from 2 threads at once on their own CUDA streams (``--streams 2``), and
   the bare loop with ``channels_last`` weights.
@@ -98,9 +99,22 @@ def in_threads(work: Callable[[list[int]], None], batches: int, threads: int) ->
         raise errors[0]
 
 
-def bare(model, arrays, bs: int, dtype, threads: int = 1, read_ahead: list[str] | None = None) -> None:
+_TV_POOL = ThreadPoolExecutor(8, thread_name_prefix="tv-decode")  # as many as inference.decode's
+
+
+def load_torchvision(paths: list[str], locate=None) -> list[np.ndarray]:
+    """The alternative decoder: ``torchvision.io.decode_jpeg`` (libjpeg-turbo from C++, the GIL
+    released), on 8 threads; pixel-equal to Pillow on these JPEGs (checked on the CPU)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    return list(_TV_POOL.map(lambda p: decode_jpeg(read_file(p), mode=ImageReadMode.RGB)
+                             .permute(1, 2, 0).numpy(), paths))
+
+
+def bare(model, arrays, bs: int, dtype, threads: int = 1, read_ahead: list[str] | None = None,
+         loader: Callable = load_uris) -> None:
     """The bare loop (pre-decoded images); ``read_ahead``: the files of the next batch are read and
-    decoded alongside, as a detector does (the result is not used)."""
+    decoded alongside by ``loader``, as a detector does (the result is not used)."""
     ahead = ThreadPoolExecutor(threads)
 
     def work(indices: list[int]) -> None:
@@ -108,7 +122,7 @@ def bare(model, arrays, bs: int, dtype, threads: int = 1, read_ahead: list[str] 
         with torch.cuda.stream(stream), torch.inference_mode(), \
                 torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
             for i in indices:
-                pending = ahead.submit(load_uris, read_ahead[(i + 1) * bs:(i + 2) * bs], locate) \
+                pending = ahead.submit(loader, read_ahead[(i + 1) * bs:(i + 2) * bs], locate) \
                     if read_ahead else None
                 model([torch.from_numpy(a).pin_memory().to("cuda", non_blocking=True).permute(2, 0, 1)
                        .float().div_(255) for a in arrays[i * bs:(i + 1) * bs]])
@@ -167,6 +181,8 @@ def precision_rows(spec: ModelConfig, precision: str, files: list[str], arrays: 
         (f"bare loop, {k} threads (streams)", lambda: bare(model, arrays, bs, dtype, k)),
         ("bare loop + next batch read and decoded alongside",
          lambda: bare(model, arrays, bs, dtype, read_ahead=files)),
+        ("bare loop + next batch read and decoded by torchvision.io alongside",
+         lambda: bare(model, arrays, bs, dtype, read_ahead=files, loader=load_torchvision)),
         ("Detector as the shard stage calls it", lambda: detector_loop(detector, files, bs)),
         (f"Detector, {k} threads (streams)", lambda: detector_loop(detector, files, bs, k)),
         ("bare loop, 3 threads (streams)", lambda: bare(model, arrays, bs, dtype, 3)),
