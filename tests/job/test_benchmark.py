@@ -57,3 +57,15 @@ def test_the_gpu_samplers_steady_state_skips_a_blip_before_it():
     work = [50, 60, 0, 70, 0, 0, 80]
     assert steady_stretch(start_up + work + [0, 0, 0]) == work
     assert steady_stretch([]) == [] and steady_stretch([0, 0]) == []
+
+
+def test_decode_interference_runs_and_the_two_decoders_agree(tmp_path):
+    env = {**os.environ, "DETECTIONJOB_BENCH_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "decode_interference.py"), "--n", "4", "--threads", "1",
+         "--seconds", "0.3"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["decoder"] for r in lines[:2]] == ["Pillow", "torchvision.io"]
+    assert all(r["images/s"] > 0 and r["ops vs alone"] > 0 for r in lines[:2])
+    assert lines[-1]["pixel_equal"] == "4/4"
