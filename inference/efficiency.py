@@ -49,7 +49,9 @@ class BusyClock:
         """Seconds since the origin; None for an event the device has not reached yet."""
         if not self.cuda:
             return mark
-        return self._origin.elapsed_time(mark) / 1000.0 if mark.query() else None
+        if not (mark.query() and self._origin.query()):
+            return None
+        return self._origin.elapsed_time(mark) / 1000.0
 
     def start(self) -> list[Any]:
         """A pass begins (on this thread's current stream); the token :meth:`stop` takes."""
