@@ -108,6 +108,24 @@ def test_the_stall_watchdog_stops_only_the_process_it_was_told_of():
         proc.wait()
 
 
+def gone_for_good(pid: int, within: float = 15.0) -> bool:
+    """``pid`` has ended: no process, or a zombie its parent (the raylet) has not reaped yet (a
+    SIGKILLed process stays one for a moment; checking at once raced with the reaping)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process_start(pid) is None:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return True
+        if stat[stat.rindex(b")") + 2:].split()[0] == b"Z":
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_a_detector_stopped_between_batches_is_found_by_its_silence(ray_runtime, tmp_path):
     """A detector stopped while it holds no batch (its next shard queued for it, waiting for ever)
     is stopped once not heard from for the bound; a detector that the pool ended is let be."""
@@ -139,7 +157,7 @@ def test_a_detector_stopped_between_batches_is_found_by_its_silence(ray_runtime,
         assert len(lines) == 1 and watchdog.stalls == 1, lines  # the ended one is not a stall
         assert lines[0].startswith(f"stalled: a detector (pid {pid}, node "), lines
         assert "has not been heard from for" in lines[0] and "between batches" in lines[0], lines
-        assert process_start(pid) is None  # stopped for good
+        assert gone_for_good(pid)  # stopped for good
         assert f"pid {gone}," not in lines[0]
     finally:
         with_signal(pid, signal.SIGCONT)
