@@ -9,6 +9,7 @@
 #   export PYTHONPATH=/tmp/site:$PWD
 #   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m inference "$@"\n' >/tmp/bin/detectionjob
 #   chmod +x /tmp/bin/detectionjob && export PATH=/tmp/bin:$PATH
+# (benchmarks/gpu.sh then compiles bytecode first: those machines set PYTHONDONTWRITEBYTECODE=1.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${1:-.devwhl}"; PY="${DEVICE_PYTHON:-3.12}"
