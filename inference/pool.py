@@ -17,6 +17,7 @@ from inference import allocator
 # a second batch's kernels fill the gaps (benchmarks/RESULTS.md).
 GPU_STREAMS = 2
 
+
 class WorkersError(ValueError):
     """A ``--workers`` value that cannot be parsed; the message names the option."""
 

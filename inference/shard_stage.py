@@ -13,7 +13,6 @@ when a worker died ``MAX_DEATHS`` times becomes an error row instead of being tr
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
@@ -111,8 +110,6 @@ class ShardStage:
         self.waiting = BusyClock("cpu")  # waiting for read and decode (overlapping waits once)
         self._reported = {"busy": 0.0, "wait": 0.0}  # of both clocks, in the count rows so far
         self._report_lock = threading.Lock()
-        self._slot = threading.local()  # which of the ``streams`` calls this thread is (the tally's key)
-        self._slots = itertools.count()
         if tally is not None:
             import os
 
@@ -139,15 +136,11 @@ class ShardStage:
                 log.debug("heartbeat: %s", exc)
             time.sleep(HEARTBEAT)
 
-    def _slot_here(self) -> int:
-        if not hasattr(self._slot, "n"):
-            self._slot.n = next(self._slots)
-        return self._slot.n
-
     def _batch(self, shard: str, uri: str) -> None:
         """Tell the tally a mini-batch starts (the stall watchdog's clock; inference.watchdog)."""
         if self.tally is not None:
-            self.tally.batch_started.remote(*self.where, shard, uri, self._slot_here())
+            # the calling thread is the slot: one batch at a time per ``--streams`` call
+            self.tally.batch_started.remote(*self.where, shard, uri, threading.get_ident())
 
     def _loaded(self, shard: str, uris: list[str], pending: Future | None = None) -> dict:
         """The mini-batch read and decoded (``pending``: already under way); while a store does
@@ -181,7 +174,7 @@ class ShardStage:
 
     def _batch_done(self) -> None:
         if self.tally is not None:
-            self.tally.batch_finished.remote(*self.where, self._slot_here())
+            self.tally.batch_finished.remote(*self.where, threading.get_ident())
 
     def _clocks_since_last_row(self) -> dict[str, float]:
         """Busy and input-wait seconds of this detector since the last count row: shards that ran at
