@@ -111,13 +111,12 @@ def real_oom(spec: ModelConfig, precision: str, small: int, large: int) -> dict:
         got = detector.detect(images)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    per = [compare(e, o) for e, o in zip(expected, got, strict=True) if o is not None]
-    ious = [i for p in per for i in p["ious"]]
+    detected = [(e, o) for e, o in zip(expected, got, strict=True) if o is not None]
+    match = summarize([e for e, _ in detected], [o for _, o in detected])
     return {"precision": precision, "images": large, "limit_gib": fraction * total / 2**30,
             "peak_small_gib": peak_small / 2**30, "small": small, "batch_limit_after": detector.batch_limit,
-            "outputs": sum(o is not None for o in got),
-            "boxes_unlimited": sum(p["ref"] for p in per), "boxes_halved": sum(p["other"] for p in per),
-            "matched": sum(p["matched"] for p in per), "iou_mean": sum(ious) / max(len(ious), 1)}
+            "outputs": len(detected), "boxes_unlimited": match["boxes"], "boxes_halved": match["other_boxes"],
+            "matched": match["matched"], "iou_mean": match["iou_mean"]}
 
 
 def summarize(expected: list[dict], got: list[dict]) -> dict:
