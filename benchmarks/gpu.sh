@@ -2,7 +2,7 @@
 # Everything issue 12 measures on a GPU machine, in priority order, inside one time budget:
 #   0. probe: where a detector's time goes, without Ray (benchmarks/gpu_probe.py)
 #   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory);
-#      fp32-job: the same without the reference; streams1: `detectionjob run --streams 1`
+#      fp32-job: the same without the reference; streams1 / streams3: `detectionjob run --streams 1 / 3`
 #   2. bf16, then fp16: bare loop vs `detectionjob run`
 #   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory,
 #      channels_last and two streams against the default layout and one (CHECKS=layout: that only)
@@ -60,12 +60,15 @@ SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughpu
 
 T="python3 benchmarks/throughput.py --n $N --model $MODEL --batch-size $BATCH --no-bracket --memory-interval 5"
 step probe 200 python3 benchmarks/gpu_probe.py --n 512 --model "$MODEL" --batch-size "$BATCH" --json "$OUT/probe.json"
-step fp32 200 $T --json "$OUT/fp32.json"
-step fp32-job 200 $T --modes bare,detectionjob --json "$OUT/fp32-job.json"
-step streams1 70 $T --modes detectionjob --job-streams 1 --json "$OUT/streams1.json"
-step bf16 100 $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
-step fp16 100 $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
-step shard 70 $T --modes detectionjob --precision bf16 --job-shard-size 1024 --json "$OUT/shard.json"
+# a step's limit: fixed seconds plus per 1000 images (H200, fp32: ~9 s bare, ~19 s reference, ~8 s ours)
+per() { echo $(( $1 + N * $2 / 1000 )); }
+step fp32 "$(per 80 50)" $T --json "$OUT/fp32.json"
+step fp32-job "$(per 50 22)" $T --modes bare,detectionjob --json "$OUT/fp32-job.json"
+step streams1 "$(per 30 12)" $T --modes detectionjob --job-streams 1 --json "$OUT/streams1.json"
+step streams3 "$(per 30 12)" $T --modes detectionjob --job-streams 3 --json "$OUT/streams3.json"
+step bf16 "$(per 50 20)" $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
+step fp16 "$(per 50 20)" $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
+step shard "$(per 30 12)" $T --modes detectionjob --precision bf16 --job-shard-size 1024 --json "$OUT/shard.json"
 step checks 90 python3 benchmarks/gpu_checks.py --model "$MODEL" --checks "${CHECKS:-staging,auto,oom,layout}" \
   --json "$OUT/checks.json"
 step half-gpu 70 $T --modes detectionjob --precision bf16 --num-gpus 0.5 --job-workers 2 \
