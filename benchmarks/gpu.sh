@@ -3,7 +3,7 @@
 #   0. probe: where a detector's time goes, without Ray (benchmarks/gpu_probe.py)
 #   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory);
 #      fp32-job: the same without the reference; streams1 / streams3: `detectionjob run --streams 1 / 3`
-#   2. bf16, then fp16: bare loop vs `detectionjob run`
+#   2. bf16, then fp16: bare loop vs `detectionjob run`; big: the job alone on 2N images
 #   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory,
 #      channels_last and two streams against the default layout and one (CHECKS=layout: that only)
 #   4. `detectionjob run --num-gpus 0.5 --workers 2` (two detectors on the GPU), bf16; and with
@@ -68,6 +68,9 @@ step streams1 "$(per 30 12)" $T --modes detectionjob --job-streams 1 --json "$OU
 step streams3 "$(per 30 12)" $T --modes detectionjob --job-streams 3 --json "$OUT/streams3.json"
 step bf16 "$(per 50 20)" $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
 step fp16 "$(per 50 20)" $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
+# the job alone on twice the images (start-up spread over more): BIG_PRECISION, default fp16
+step big "$(per 40 24)" $T --n $(( 2 * N )) --modes detectionjob --precision "${BIG_PRECISION:-fp16}" \
+  --json "$OUT/big.json"
 step shard "$(per 30 12)" $T --modes detectionjob --precision bf16 --job-shard-size 1024 --json "$OUT/shard.json"
 step checks 90 python3 benchmarks/gpu_checks.py --model "$MODEL" --checks "${CHECKS:-staging,auto,oom,layout}" \
   --json "$OUT/checks.json"

@@ -34,14 +34,35 @@ from inference.options import PRECISIONS  # noqa: E402
 CACHE = Path(os.environ.get("DETECTIONJOB_BENCH_CACHE", Path.home() / ".cache" / "detectionjob" / "bench"))
 
 
+CHUNK = 1024  # images per generating process beyond the first CHUNK (4096 took 55 s on one core)
+
+
+def _make_chunk(path: Path, k: int, count: int) -> None:
+    from inference.samples import make_samples
+
+    part = path / f".part{k}"
+    for f in make_samples(str(part), n=count, size=(500, 375), seed=(k << 32) + count):
+        os.rename(f, path / f"c{k:03d}_{os.path.basename(f)}")
+    part.rmdir()
+
+
 def images_dir(n: int) -> Path:
-    """N VOC-sized (500x375) JPEGs, generated once and cached."""
+    """N VOC-sized (500x375) JPEGs, generated once and cached (up to CHUNK: the same images as
+    ever, in one process; more: CHUNK at a time in a process each)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from inference.samples import make_samples
 
     path = CACHE / f"voc-like-{n}"
     if len(list(path.glob("*.jpg"))) != n:
         shutil.rmtree(path, ignore_errors=True)
-        make_samples(str(path), n=n, size=(500, 375), seed=n)
+        if n <= CHUNK:
+            make_samples(str(path), n=n, size=(500, 375), seed=n)
+            return path
+        path.mkdir(parents=True)
+        counts = [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
+        with ProcessPoolExecutor(min(len(counts), os.cpu_count() or 1)) as pool:
+            list(pool.map(_make_chunk, [path] * len(counts), range(len(counts)), counts))
     return path
 
 

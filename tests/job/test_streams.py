@@ -15,8 +15,8 @@ from inference.options import RunConfig
 from inference.pool import GPU_STREAMS, plan_pool
 
 
-def test_two_streams_on_a_gpu_by_default_one_on_a_cpu_and_as_asked():
-    assert plan_pool(None, None, 16, 1).streams == GPU_STREAMS == 2
+def test_several_streams_on_a_gpu_by_default_one_on_a_cpu_and_as_asked():
+    assert plan_pool(None, None, 16, 1).streams == GPU_STREAMS >= 2
     assert plan_pool(None, None, 16, 0).streams == 1
     assert plan_pool(None, None, 16, 1, streams=3).streams == 3
     assert plan_pool(None, None, 16, 0, streams=2).streams == 2
