@@ -1,7 +1,6 @@
 """How much decoding images on other threads slows a thread that calls many small torch ops (what a
-GPU detector's launching thread does): Pillow, bare ``torchvision.io.decode_jpeg`` and the job's
-``decode_image`` (torchvision for plain JPEGs, after a header check); and whether the job's decoder
-gives Pillow's pixels.
+GPU detector's launching thread does), Pillow (the job's decoder) against
+``torchvision.io.decode_jpeg``; and whether the two decode to the same pixels.
 
     python benchmarks/decode_interference.py --n 64 --threads 1,2
 """
@@ -19,7 +18,7 @@ import torch
 from throughput import images_dir
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from inference.decode import decode_image, decode_with_pillow
+from inference.decode import decode_image
 
 
 def torchvision_decode(data: bytes) -> np.ndarray:
@@ -66,12 +65,11 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     files = [f.read_bytes() for f in sorted(images_dir(a.n).glob("*.jpg"))]
-    same = sum(np.array_equal(decode_image(d), decode_with_pillow(d)) for d in files)
+    same = sum(np.array_equal(decode_image(d), torchvision_decode(d)) for d in files)
     alone = small_ops(a.seconds)
     rows = []
     for threads in (int(t) for t in a.threads.split(",")):
-        for name, decode in (("Pillow", decode_with_pillow), ("torchvision.io", torchvision_decode),
-                             ("decode_image", decode_image)):
+        for name, decode in (("Pillow", decode_image), ("torchvision.io", torchvision_decode)):
             r = beside(decode, files, threads, a.seconds)
             slowdown = 1 - r["ops_per_s"] / alone
             rows.append({"decoder": name, "decode threads": threads, "ops vs alone": r["ops_per_s"] / alone,

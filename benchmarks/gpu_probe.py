@@ -4,7 +4,7 @@
   it on the device, the first batch;
 * images/s and GPU busy (``nvidia-smi``) of the bare loop (pre-decoded images, model time only) and
   of variants: the same with the next batch read and decoded alongside (what a detector does; with
-  the job's decoder, and with bare ``torchvision.io.decode_jpeg``), our
+  Pillow as the job does, and with ``torchvision.io.decode_jpeg``), our
   :class:`~inference.detector.Detector` called as the shard stage calls it (read ahead, Arrow rows
   out), and each of those from 2 threads at once on their own CUDA streams (``--streams 2``), and
   the bare loop with ``channels_last`` weights.

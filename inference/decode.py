@@ -8,14 +8,12 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, partial
-from types import ModuleType
+from functools import partial
 
 import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
-from inference.jpeg_header import JpegHeader, read_header
 from inference.store import check as check_store
 from inference.store import is_network
 
@@ -23,8 +21,8 @@ EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 # Refuse decompression bombs (and say so in the row) instead of allocating gigabytes.
 MAX_PIXELS = 178_956_970
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself refuses twice this at open()
-# Files read and decoded at once per process: object-store GETs overlap, and the decoders release
-# the GIL while decoding, so a block's images decode on every core the task has.
+# Files read and decoded at once per process: object-store GETs overlap, and Pillow releases the
+# GIL while decoding, so a block's images decode on every core the task has.
 READ_THREADS = 8
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -33,16 +31,6 @@ EXIF_ORIENTATION = 0x0112
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
-# The same turns on a decoded HWC array (views; one copy makes them contiguous).
-_TURN_ARRAY = {Image.Transpose.FLIP_LEFT_RIGHT: lambda a: a[:, ::-1],
-               Image.Transpose.ROTATE_180: lambda a: a[::-1, ::-1],
-               Image.Transpose.FLIP_TOP_BOTTOM: lambda a: a[::-1],
-               Image.Transpose.TRANSPOSE: lambda a: a.transpose(1, 0, 2),
-               Image.Transpose.ROTATE_270: lambda a: np.rot90(a, -1),
-               Image.Transpose.TRANSVERSE: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
-               Image.Transpose.ROTATE_90: lambda a: np.rot90(a)}
-# Pillow's getexif() takes the orientation from XMP where EXIF has none.
-_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')
 # A Python object's repr in an exception's text (Pillow names the BytesIO it was given).
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 _SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "gzip data"),
@@ -61,20 +49,9 @@ def _what(data: bytes) -> str:
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes to a contiguous, read-only ``uint8`` array of shape ``(H, W, 3)``,
     turned upright by the EXIF orientation tag (as viewers show the image: a phone photo taken
-    sideways is stored with orientation 6 and comes out with its width and height swapped).
-
-    A plain JPEG (:func:`inference.jpeg_header.read_header`) is decoded by torchvision, a torch op
-    that holds the GIL far less than Pillow does (the detector's launching thread runs beside these
-    threads), to the pixels Pillow gives; anything else, or anything torchvision fails on, by Pillow,
-    whose errors are the ones a row reports."""
+    sideways is stored with orientation 6 and comes out with its width and height swapped)."""
     if not data:
         raise ValueError("empty file (0 bytes)")
-    array = decode_with_torchvision(data)
-    return decode_with_pillow(data) if array is None else array
-
-
-def decode_with_pillow(data: bytes) -> np.ndarray:
-    """:func:`decode_image` by Pillow, for any image format and for every error message."""
     try:
         opened = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -93,56 +70,6 @@ def decode_with_pillow(data: bytes) -> np.ndarray:
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"decoded to an empty image of shape {array.shape}")
     return array
-
-
-def decode_with_torchvision(data: bytes) -> np.ndarray | None:
-    """:func:`decode_image` by ``torchvision.io.decode_jpeg``; None where Pillow is to decode (and
-    refuse) ``data``: not a plain JPEG, more than ``MAX_PIXELS``, EXIF that Pillow cannot read, no
-    torchvision, or an error in its decoder."""
-    header = read_header(data)
-    if header is None or header.width * header.height > MAX_PIXELS:
-        return None
-    try:  # Pillow's reading, not decode_jpeg's apply_exif_orientation (first APP1 only, no XMP)
-        turn = _UPRIGHT.get(_orientation(header))
-    except Exception:  # noqa: BLE001 - EXIF that Pillow fails on: its path says how, as before
-        return None
-    modules = _torchvision()
-    if modules is None:
-        return None
-    torch, tvio = modules
-    try:  # bytearray: torch warns about a tensor over read-only bytes
-        chw = tvio.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                               mode=tvio.ImageReadMode.RGB)
-    except RuntimeError:
-        return None
-    if tuple(chw.shape) != (3, header.height, header.width):
-        return None
-    array = chw.permute(1, 2, 0).numpy()  # HWC: the decoder's own layout, no copy
-    array = np.ascontiguousarray(array if turn is None else _TURN_ARRAY[turn](array))
-    array.flags.writeable = False
-    return array
-
-
-def _orientation(header: JpegHeader) -> object:
-    """The EXIF orientation as Pillow's ``getexif()`` reads it from these segments (1 if none)."""
-    exif = Image.Exif()
-    if header.exif is not None:
-        exif.load(header.exif)
-    if EXIF_ORIENTATION not in exif and header.xmp and (found := _XMP_ORIENTATION.search(header.xmp)):
-        return int(found[2])
-    return exif.get(EXIF_ORIENTATION, 1)
-
-
-@cache
-def _torchvision() -> tuple[ModuleType, ModuleType] | None:
-    """``(torch, torchvision.io)``, imported at the first JPEG; None if they cannot be."""
-    try:
-        import torch
-        from torchvision import io as tvio
-    except Exception:  # noqa: BLE001 - a missing or broken install: Pillow decodes instead
-        return None
-    # Deprecated since torchvision 0.29 (for TorchCodec): a release without them leaves it to Pillow.
-    return (torch, tvio) if hasattr(tvio, "decode_jpeg") and hasattr(tvio, "ImageReadMode") else None
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:

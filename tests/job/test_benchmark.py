@@ -66,6 +66,6 @@ def test_decode_interference_runs_and_the_two_decoders_agree(tmp_path):
          "--seconds", "0.3"], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["decoder"] for r in lines[:3]] == ["Pillow", "torchvision.io", "decode_image"]
-    assert all(r["images/s"] > 0 and r["ops vs alone"] > 0 for r in lines[:3])
+    assert [r["decoder"] for r in lines[:2]] == ["Pillow", "torchvision.io"]
+    assert all(r["images/s"] > 0 and r["ops vs alone"] > 0 for r in lines[:2])
     assert lines[-1]["pixel_equal"] == "4/4"
