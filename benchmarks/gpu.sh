@@ -56,7 +56,12 @@ python3 -c "import torch; assert torch.cuda.is_available() or '${ALLOW_CPU:-}', 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
 python3 -c "import ray, torchvision, numpy, pyarrow; print('ray', ray.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
 nproc; free -g | head -2
-SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput import images_dir; images_dir($N); print(images_dir(256))") || exit 1
+t0=$SECONDS; SIZES="$N"  # the images are made before the steps, outside their limits ('big': 2N as well)
+[[ ",${STEPS:-all}," == *",all,"* || ",${STEPS:-}," == *",big,"* ]] && SIZES="$N, $(( 2 * N ))"
+SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput import images_dir
+for n in ($SIZES,): images_dir(n)
+print(images_dir(256))") || exit 1
+echo "images ready in $(( SECONDS - t0 ))s"
 
 T="python3 benchmarks/throughput.py --n $N --model $MODEL --batch-size $BATCH --no-bracket --memory-interval 5"
 step probe 200 python3 benchmarks/gpu_probe.py --n 512 --model "$MODEL" --batch-size "$BATCH" --json "$OUT/probe.json"
