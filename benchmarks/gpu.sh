@@ -2,7 +2,8 @@
 # Everything issue 12 measures on a GPU machine, in priority order, inside one time budget:
 #   0. probe: where a detector's time goes, without Ray (benchmarks/gpu_probe.py)
 #   1. fp32: bare loop vs the reference Ray Data example vs `detectionjob run` (GPU busy, memory);
-#      fp32-job: the same without the reference; streams1 / streams3: `detectionjob run --streams 1 / 3`
+#      fp32-job: the same without the reference; streams1/3/4: `detectionjob run --streams 1/3/4`;
+#      default-batch: the job at the CLI's default batch size
 #   2. bf16, then fp16: bare loop vs `detectionjob run`; big: the job alone on 2N images
 #   3. the GPU code paths for real: staging buffer, --batch-size auto, a real out-of-memory,
 #      channels_last and two streams against the default layout and one (CHECKS=layout: that only)
@@ -10,7 +11,7 @@
 #      shards of 1024 images instead of 256 (fewer shard boundaries: parts, markers, a batch not read ahead)
 #   5. fp16 and bf16 against fp32, per image (benchmarks/precision.py)
 #   6. the bare loop's images/s by batch size (bf16)
-#   7. `detectionjob run --batch-size auto`, bf16
+#   7. `detectionjob run --batch-size auto` (fp32: with default-batch, what the GPU default should be)
 # Needs the project importable (bash hack/install.sh), `detectionjob` on PATH and a CUDA GPU; on a
 # machine with torch but no Ray, hack/device-wheels.sh makes the wheels to carry and says how.
 #   OUT=gpu-results BUDGET=540 N=1024 BATCH=16 bash benchmarks/gpu.sh
@@ -71,6 +72,9 @@ step fp32 "$(per 80 50)" $T --json "$OUT/fp32.json"
 step fp32-job "$(per 50 22)" $T --modes bare,detectionjob --json "$OUT/fp32-job.json"
 step streams1 "$(per 30 12)" $T --modes detectionjob --job-streams 1 --json "$OUT/streams1.json"
 step streams3 "$(per 30 12)" $T --modes detectionjob --job-streams 3 --json "$OUT/streams3.json"
+step streams4 "$(per 30 12)" $T --modes detectionjob --job-streams 4 --json "$OUT/streams4.json"
+# the job at the CLI's default batch size (4), against $BATCH in the rows above
+step default-batch "$(per 30 16)" $T --modes detectionjob --job-batch-size 4 --json "$OUT/default-batch.json"
 step bf16 "$(per 50 20)" $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
 step fp16 "$(per 50 20)" $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
 # the job alone on twice the images (start-up spread over more): BIG_PRECISION, default fp16
@@ -87,5 +91,5 @@ for b in 4 8 32 64; do
   step "sweep-b$b" 30 python3 benchmarks/bare_loop.py --images "$SMALL" \
     --model "$MODEL" --batch-size "$b" --precision bf16
 done
-step auto 70 $T --modes detectionjob --precision bf16 --job-batch-size auto --json "$OUT/auto.json"
+step auto "$(per 40 12)" $T --modes detectionjob --job-batch-size auto --json "$OUT/auto.json"
 echo "== done in $(( SECONDS - START ))s"
