@@ -32,6 +32,7 @@ import torchvision  # noqa: E402, F401
 
 T_IMPORT = time.perf_counter() - T0
 
+from decode_interference import torchvision_decode  # noqa: E402
 from throughput import GpuSampler, images_dir  # noqa: E402
 
 from inference.decode import decode_image, load_uris  # noqa: E402
@@ -103,12 +104,9 @@ _TV_POOL = ThreadPoolExecutor(8, thread_name_prefix="tv-decode")  # as many as i
 
 
 def load_torchvision(paths: list[str], locate=None) -> list[np.ndarray]:
-    """The alternative decoder: ``torchvision.io.decode_jpeg`` (libjpeg-turbo from C++, the GIL
-    released), on 8 threads; pixel-equal to Pillow on these JPEGs (checked on the CPU)."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    return list(_TV_POOL.map(lambda p: decode_jpeg(read_file(p), mode=ImageReadMode.RGB)
-                             .permute(1, 2, 0).numpy(), paths))
+    """The alternative decoder (:func:`decode_interference.torchvision_decode`: libjpeg-turbo from
+    C++, the GIL released), on 8 threads; pixel-equal to Pillow on these JPEGs (checked on the CPU)."""
+    return list(_TV_POOL.map(lambda p: torchvision_decode(Path(p).read_bytes()), paths))
 
 
 def bare(model, arrays, bs: int, dtype, threads: int = 1, read_ahead: list[str] | None = None,
