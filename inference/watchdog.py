@@ -43,15 +43,22 @@ def bounds(timeout: float | None, p95: float | None) -> tuple[float, float] | No
     return bound, max(FIRST_BATCH_FACTOR * bound, FIRST_BATCH_BOUND)
 
 
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from ``/proc``); None if it is gone or
-    this is not Linux. With the pid it names one process: a pid may be given again later."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """Process ``pid``'s ``/proc/<pid>/stat`` from its third field on (the state first); None if it
+    is gone or this is not Linux."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22; the name may hold spaces
+    return stat[stat.rindex(b")") + 2:].split()  # after the name, which may hold spaces
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``); None if it is gone or
+    this is not Linux. With the pid it names one process: a pid may be given again later."""
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])  # field 22
 
 
 def process_started_at(pid: int) -> float | None:

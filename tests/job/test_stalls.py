@@ -22,7 +22,7 @@ from inference.model_config import ModelConfig
 from inference.shard_source import Tally
 from inference.shard_stage import ShardStage
 from inference.uris import resolve
-from inference.watchdog import Watchdog, _kill, bounds, process_start
+from inference.watchdog import Watchdog, _kill, bounds, process_start, stat_fields
 
 IMAGES = 24
 
@@ -113,14 +113,8 @@ def gone_for_good(pid: int, within: float = 15.0) -> bool:
     SIGKILLed process stays one for a moment; checking at once raced with the reaping)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if process_start(pid) is None:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return True
-        if stat[stat.rindex(b")") + 2:].split()[0] == b"Z":
+        fields = stat_fields(pid)
+        if fields is None or fields[0] == b"Z":
             return True
         time.sleep(0.2)
     return False
