@@ -13,6 +13,7 @@ from test_device_use import check_startup, run_job
 
 from inference.options import RunConfig
 from inference.pool import GPU_STREAMS, plan_pool
+from inference.shards import cut
 
 
 def test_several_streams_on_a_gpu_by_default_one_on_a_cpu_and_as_asked():
@@ -28,8 +29,14 @@ def test_several_streams_on_a_gpu_by_default_one_on_a_cpu_and_as_asked():
 def test_two_streams_give_one_streams_rows(sample_dir, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    for i, p in enumerate(sorted(sample_dir.glob("*.jpg")) * 3):
-        shutil.copy(p, src / f"{i:03d}_{p.name}")
+    # Shards are content-defined (each path's hash, tmp_path's included): copies are added until the
+    # input cuts into more shards than streams (12 images cut into 2 or fewer in about one run in
+    # six: a boundary is a 1-in-4 hash), so that two shards run at once
+    samples = sorted(sample_dir.glob("*.jpg"))
+    i = 0
+    while i < 12 or len(list(cut(sorted(str(f) for f in src.iterdir()), 4))) <= 2:
+        shutil.copy(samples[i % len(samples)], src / f"{i:03d}_{samples[i % len(samples)].name}")
+        i += 1
     tables, summaries = {}, {}
     for streams in (1, 2):
         out = tmp_path / f"out{streams}"
@@ -44,7 +51,7 @@ def test_two_streams_give_one_streams_rows(sample_dir, tmp_path):
         assert one.column(column).to_pylist() == two.column(column).to_pylist(), column
     summary = summaries[2]
     assert summary["pool"]["streams"] == 2 and summaries[1]["pool"]["streams"] == 1
-    assert summary["shards"] > 2  # more shards than streams: two ran at once
+    assert summary["shards"] == len(list(cut(one.column("path").to_pylist(), 4))) > 2  # two ran at once
     # overlapping passes count once: never more busy seconds than the detector lived
     assert 0 < summary["busy_seconds"] <= summary["device_seconds"] <= summary["wall_seconds"] + 1, summary
     check_startup(summary)
