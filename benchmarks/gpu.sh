@@ -25,10 +25,13 @@ mkdir -p "$OUT"
 START=$SECONDS
 export PYTHONUNBUFFERED=1
 
+# wanted NAME: the step is in $STEPS (or STEPS is unset/all)
+wanted() { [[ ",${STEPS:-all}," == *",all,"* || ",${STEPS:-}," == *",$1,"* ]]; }
+
 # step NAME MAX_SECONDS CMD...: run CMD with at most MAX_SECONDS (less if the budget is short).
 step() {
   local name=$1 max=$2; shift 2
-  [[ ",${STEPS:-all}," == *",all,"* || ",${STEPS:-}," == *",${name%%-b[0-9]*},"* ]] || return 0
+  wanted "${name%%-b[0-9]*}" || return 0
   local left=$(( BUDGET - (SECONDS - START) - 5 ))
   if (( left < 20 )); then echo "== $name: skipped, ${left}s of the budget left"; return; fi
   (( max > left )) && max=$left
@@ -58,7 +61,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python3 -c "import ray, torchvision, numpy, pyarrow; print('ray', ray.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
 nproc; free -g | head -2
 t0=$SECONDS; SIZES="$N"  # the images are made before the steps, outside their limits ('big': 2N as well)
-[[ ",${STEPS:-all}," == *",all,"* || ",${STEPS:-}," == *",big,"* ]] && SIZES="$N, $(( 2 * N ))"
+wanted big && SIZES="$N, $(( 2 * N ))"
 SMALL=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput import images_dir
 for n in ($SIZES,): images_dir(n)
 print(images_dir(256))") || exit 1
@@ -73,8 +76,11 @@ step fp32-job "$(per 50 22)" $T --modes bare,detectionjob --json "$OUT/fp32-job.
 step streams1 "$(per 30 12)" $T --modes detectionjob --job-streams 1 --json "$OUT/streams1.json"
 step streams3 "$(per 30 12)" $T --modes detectionjob --job-streams 3 --json "$OUT/streams3.json"
 step streams4 "$(per 30 12)" $T --modes detectionjob --job-streams 4 --json "$OUT/streams4.json"
-# the job at the CLI's default batch size (4), against $BATCH in the rows above
-step default-batch "$(per 30 16)" $T --modes detectionjob --job-batch-size 4 --json "$OUT/default-batch.json"
+# the job at the CLI's default batch size (RunConfig's), against $BATCH in the rows above
+DEFAULT_BATCH=$(python3 -c "import dataclasses; from inference.options import RunConfig
+print(next(f.default for f in dataclasses.fields(RunConfig) if f.name == 'batch_size'))") || exit 1
+step default-batch "$(per 30 16)" $T --modes detectionjob --job-batch-size "$DEFAULT_BATCH" \
+  --json "$OUT/default-batch.json"
 step bf16 "$(per 50 20)" $T --modes bare,detectionjob --precision bf16 --json "$OUT/bf16.json"
 step fp16 "$(per 50 20)" $T --modes bare,detectionjob --precision fp16 --json "$OUT/fp16.json"
 # the job alone on twice the images (start-up spread over more): BIG_PRECISION, default fp16
