@@ -15,6 +15,8 @@ from inference.options import RunConfig
 from inference.pool import GPU_STREAMS, plan_pool
 from inference.shards import cut
 
+SHARD = 4  # --shard-size of the two runs: a shard boundary is a 1-in-SHARD hash
+
 
 def test_several_streams_on_a_gpu_by_default_one_on_a_cpu_and_as_asked():
     assert plan_pool(None, None, 16, 1).streams == GPU_STREAMS >= 2
@@ -34,7 +36,7 @@ def test_two_streams_give_one_streams_rows(sample_dir, tmp_path):
     # six: a boundary is a 1-in-4 hash), so that two shards run at once
     samples = sorted(sample_dir.glob("*.jpg"))
     i = 0
-    while i < 12 or len(list(cut(sorted(str(f) for f in src.iterdir()), 4))) <= 2:
+    while i < 12 or len(list(cut(sorted(str(f) for f in src.iterdir()), SHARD))) <= 2:
         shutil.copy(samples[i % len(samples)], src / f"{i:03d}_{samples[i % len(samples)].name}")
         i += 1
     tables, summaries = {}, {}
@@ -42,7 +44,7 @@ def test_two_streams_give_one_streams_rows(sample_dir, tmp_path):
         out = tmp_path / f"out{streams}"
         summaries[streams] = run_job(
             ["--input", str(src), "--output", str(out), "--model", FAST_MODEL, "--score-threshold", "0",
-             "--batch-size", "2", "--shard-size", "4", "--streams", str(streams)], tmp_path)
+             "--batch-size", "2", "--shard-size", str(SHARD), "--streams", str(streams)], tmp_path)
         tables[streams] = pq.read_table(out).sort_by("path")
     one, two = tables[1], tables[2]
     assert one.num_rows == two.num_rows == len(list(src.iterdir()))
@@ -51,7 +53,7 @@ def test_two_streams_give_one_streams_rows(sample_dir, tmp_path):
         assert one.column(column).to_pylist() == two.column(column).to_pylist(), column
     summary = summaries[2]
     assert summary["pool"]["streams"] == 2 and summaries[1]["pool"]["streams"] == 1
-    assert summary["shards"] == len(list(cut(one.column("path").to_pylist(), 4))) > 2  # two ran at once
+    assert summary["shards"] == len(list(cut(one.column("path").to_pylist(), SHARD))) > 2  # two ran at once
     # overlapping passes count once: never more busy seconds than the detector lived
     assert 0 < summary["busy_seconds"] <= summary["device_seconds"] <= summary["wall_seconds"] + 1, summary
     check_startup(summary)
